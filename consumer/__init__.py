@@ -1,0 +1,1 @@
+"""The telemetry worker: Redis Streams -> windowed aggregation -> InfluxDB."""

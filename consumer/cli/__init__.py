@@ -1,0 +1,1 @@
+"""The ``telemetry`` command line (see :mod:`consumer.cli.app`)."""

@@ -1,0 +1,1 @@
+"""The producer library imported into bot code (placeholder until the producer lands)."""

@@ -1,0 +1,86 @@
+"""Fixtures for real services: each test that needs Redis or InfluxDB gets its own private server.
+
+The servers are started on free loopback ports in temporary directories and stopped by PID
+afterwards; fault tests use the same objects to kill, pause and restart them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import InfluxServer, RedisServer
+
+
+def _require(binary: str, package: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} is not installed: run `make services` (apt-get install {package})")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with append-only persistence, stopped after the test."""
+    _require("redis-server", "redis-server")
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[object]:
+    """Start as many private redis-servers as a test needs; all are stopped afterwards."""
+    _require("redis-server", "redis-server")
+    started: list[RedisServer] = []
+
+    def make(**kwargs: object) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(started)}", **kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.kill()
+
+
+@pytest.fixture(scope="session")
+def influx_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
+    """One private influxd for the whole run (tests use their own databases)."""
+    _require("influxd", "influxdb")
+    server = InfluxServer(tmp_path_factory.mktemp("influxd")).start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+_db_counter = iter(range(1_000_000))
+
+
+@pytest.fixture
+def influx(influx_session: InfluxServer) -> Iterator[tuple[InfluxServer, str]]:
+    """The shared influxd and a fresh database name, created for this test and dropped after."""
+    name = f"t{next(_db_counter)}"
+    influx_session.create_database(name)
+    try:
+        yield influx_session, name
+    finally:
+        if influx_session.is_running():
+            influx_session.execute(f'DROP DATABASE "{name}"')
+
+
+@pytest.fixture
+def influx_server(tmp_path: Path) -> Iterator[InfluxServer]:
+    """A private influxd for fault tests that stop, kill or restart it."""
+    _require("influxd", "influxdb")
+    server = InfluxServer(tmp_path / "influxd").start()
+    try:
+        yield server
+    finally:
+        server.kill()

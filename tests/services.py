@@ -1,0 +1,268 @@
+"""Real servers for the tests: a private ``redis-server`` and a private ``influxd``.
+
+Each starts on a free loopback port in its own temporary directory, is stopped by its PID, and
+can be killed, paused and restarted for fault tests. The machine's own Redis on 6379 is never
+touched. Used by the fixtures in ``conftest.py``; also importable by benchmarks and the demo tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import redis
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(predicate: Any, what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not become ready within {timeout_s}s")
+
+
+class _Process:
+    """A child server process with kill/pause/resume by PID."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "server not running"
+        return self.proc.pid
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown work happens."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def terminate(self) -> None:
+        """SIGTERM and wait (a clean shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process exists, holds its sockets, and answers nothing."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class RedisServer(_Process):
+    """A private redis-server on a free loopback port.
+
+    Usage::
+
+        server = RedisServer(tmp_path, appendonly=True).start()
+        client = server.client()
+        server.kill(); server.start()   # restarted from its append-only file
+        server.stop()
+    """
+
+    def __init__(self, directory: Path, *, appendonly: bool = True, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.extra_args = extra_args
+        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def ping(self) -> bool:
+        try:
+            with contextlib.closing(self.client(socket_timeout=0.5, socket_connect_timeout=0.5)) as c:
+                return bool(c.ping())
+        except redis.RedisError:
+            return False
+
+    def start(self) -> RedisServer:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always", "--daemonize", "no", "--logfile", "redis.log",
+            "--protected-mode", "no", *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: self.ping() or not self.is_running(), "redis-server")
+        if not self.is_running():
+            raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+        return self
+
+    def restart(self) -> RedisServer:
+        """Kill and start again on the same port and directory (data reloaded from the AOF)."""
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        self.terminate()
+
+
+_INFLUX_CONFIG = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{dir}/meta"
+  logging-enabled = false
+
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+  wal-fsync-delay = "0s"
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{port}"
+  auth-enabled = {auth}
+  log-enabled = false
+  pprof-enabled = false
+
+[continuous_queries]
+  log-enabled = false
+  run-interval = "1s"
+
+[logging]
+  level = "warn"
+"""
+
+
+class InfluxServer(_Process):
+    """A private InfluxDB 1.x (``influxd``) on a free loopback port, v1 ``/write`` and InfluxQL.
+
+    Usage::
+
+        influx = InfluxServer(tmp_path).start()
+        influx.create_database("whisperengine")
+        rows = influx.query("SELECT * FROM attachment_monitoring", db="whisperengine")
+    """
+
+    def __init__(self, directory: Path, *, port: int | None = None, auth: bool = False) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.rpc_port = free_port()
+        self.auth = auth
+        self.binary = shutil.which("influxd") or "/usr/bin/influxd"
+        self.config_path = self.directory / "influxdb.conf"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ping(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as response:
+                return bool(response.status == 204)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def start(self) -> InfluxServer:
+        self.config_path.write_text(_INFLUX_CONFIG.format(
+            dir=self.directory, port=self.port, rpc_port=self.rpc_port,
+            auth="true" if self.auth else "false"))
+        log = open(self.directory / "influxd.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([self.binary, "-config", str(self.config_path)],
+                                     stdout=log, stderr=log)
+        log.close()
+        _wait(lambda: self.ping() or not self.is_running(), "influxd", timeout_s=60)
+        if not self.is_running():
+            raise RuntimeError(f"influxd exited; see {self.directory / 'influxd.log'}")
+        return self
+
+    def restart(self) -> InfluxServer:
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        self.terminate()
+
+    def _request(self, path: str, params: dict[str, str], data: bytes | None = None,
+                 auth: tuple[str, str] | None = None) -> dict[str, Any]:
+        if auth:
+            params = {**params, "u": auth[0], "p": auth[1]}
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+        return json.loads(body) if body else {}
+
+    def execute(self, statement: str, *, db: str | None = None,
+                auth: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Run a management statement (POST /query): CREATE DATABASE, DROP ..., CREATE USER."""
+        params = {"q": statement}
+        if db:
+            params["db"] = db
+        return self._request("/query", params, data=b"", auth=auth)
+
+    def create_database(self, name: str) -> None:
+        self.execute(f'CREATE DATABASE "{name}"')
+
+    def query(self, statement: str, *, db: str, auth: tuple[str, str] | None = None,
+              epoch: str = "ns") -> list[dict[str, Any]]:
+        """Run an InfluxQL query; return rows as dicts (with ``name`` and ``tags`` merged in)."""
+        result = self._request("/query", {"q": statement, "db": db, "epoch": epoch}, auth=auth)
+        rows: list[dict[str, Any]] = []
+        for statement_result in result.get("results", []):
+            if "error" in statement_result:
+                raise RuntimeError(statement_result["error"])
+            for series in statement_result.get("series", []):
+                for values in series.get("values", []):
+                    row = dict(zip(series["columns"], values, strict=True))
+                    row["_measurement"] = series.get("name")
+                    row.update(series.get("tags") or {})
+                    rows.append(row)
+        return rows
+
+    def write_lines(self, lines: str, *, db: str, precision: str = "ns") -> None:
+        """POST line protocol to /write (test set-up only)."""
+        params = urllib.parse.urlencode({"db": db, "precision": precision})
+        request = urllib.request.Request(f"{self.url}/write?{params}", data=lines.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
