@@ -1,0 +1,30 @@
+"""Run operator commands in isolation: a ``telemetry`` app holding only the modules under test.
+
+Tests of one command should not fail because another command's module is being changed, so they
+assemble their own app from ``register(app)`` functions. ``python -m tests.cli_harness MODULE
+ARGS...`` runs one in a child process (for ``tail`` and ``top``, which run until stopped).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+
+def make_app(*module_names: str) -> typer.Typer:
+    """A Typer app with the commands of ``module_names`` (each has ``register(app)``)."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _root() -> None:
+        """Keep sub-command names even when only one command is registered."""
+
+    for name in module_names:
+        importlib.import_module(name).register(app)
+    return app
+
+
+if __name__ == "__main__":
+    make_app(sys.argv[1])(sys.argv[2:], prog_name="telemetry")
