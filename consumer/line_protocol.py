@@ -8,9 +8,11 @@ Escaping follows the InfluxDB 1.x/2.x parser:
     string value     wrapped in ``"``, escape ``"`` and ``\\``; a newline is kept as is
 
 Other backslashes in names are literal, which leaves some names that no escaping can carry: a
-newline (it ends the line), a trailing backslash, or a backslash right before ``,``, ``=`` or a
-space (the parser reads it as an escape). :func:`name_problem` finds those, so the worker can
-dead-letter the event (``invalid_name``) instead of sending a batch InfluxDB would reject.
+newline (it ends the line), a trailing backslash, a backslash right before ``,``, ``=`` or a
+space (the parser reads it as an escape), or a measurement that starts with ``#`` (the parser
+skips the line as a comment, and InfluxDB answers 204 having stored nothing).
+:func:`name_problem` finds those, so the worker can dead-letter the event (``invalid_name``)
+instead of sending a batch InfluxDB would reject or silently drop.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def name_problem(name: object, *, what: str, max_bytes: int = MAX_NAME_BYTES) ->
         return f"{what} {name[:40]!r}... is {size} bytes (limit {max_bytes})"
     if "\n" in name or "\r" in name:
         return f"{what} {name[:40]!r} contains a newline"
+    if what == "measurement" and name.startswith("#"):
+        return f"{what} {name[:40]!r} starts with '#' (line protocol reads the line as a comment)"
     if name.endswith("\\"):
         return f"{what} {name[:40]!r} ends with a backslash"
     for special in (",", "=", " "):
@@ -106,8 +110,9 @@ def format_value(value: FieldValue) -> str:
 def encode_point(point: Point) -> str:
     """One point as one line (no trailing newline). Names must have passed :func:`name_problem`."""
     head = escape_measurement(point.measurement)
-    if point.tags:
-        head += "," + ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in point.tags if v != "")
+    tags = ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in point.tags if v != "")
+    if tags:
+        head += "," + tags
     fields = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in sorted(point.fields.items()))
     return f"{head} {fields} {point.time_ns}"
 
