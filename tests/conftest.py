@@ -84,3 +84,19 @@ def influx_server(tmp_path: Path) -> Iterator[InfluxServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def influx_v2(influx: tuple[InfluxServer, str]) -> Iterator[tuple[object, InfluxServer, str]]:
+    """A v2 write API gateway (``tests.influx_gateway``) in front of the shared influxd, and a db.
+
+    Yields ``(gateway, influx_server, db)``; write to bucket ``db`` through ``gateway.url``.
+    """
+    from tests.influx_gateway import InfluxV2Gateway
+
+    server, db = influx
+    gateway = InfluxV2Gateway(server.url).start()
+    try:
+        yield gateway, server, db
+    finally:
+        gateway.stop()
