@@ -1,0 +1,93 @@
+"""Appending dead letters to ``PREFIX:dlq``, each at most once per source position.
+
+A dead letter is appended before the checkpoint that covers its entry, so a crash in between
+makes the next owner produce it again. Each letter has an identity (source stream, entry id,
+index in the batch, reason and a digest of the payload); a script appends it only if the identity
+is not in the shard's "seen" sorted set, and records it there, in one step. The seen set lives in
+the dead-letter stream's hash slot (``{PREFIX:dlq}:seen:<shard>``: the hash tag is the dlq key
+itself) so the script is atomic on a Redis Cluster too. Its score is the entry time, and
+identities older than the shard's checkpoint (minus a margin for rewritten windows) are pruned:
+those entries are never read again.
+
+Stream entry fields: ``reason``, ``detail``, ``source``, ``entry_id``, ``index`` (empty for
+rejected points), ``payload`` (the msgpack event, the raw entry, or the rejected line), plus
+``extra`` fields.
+
+Usage::
+
+    letters = DeadLetterWriter(client, prefix="telemetry")
+    letters.append(0, [DeadLetter("too_late", "...", "telemetry:{0}", "1700000000000-0", 3, payload)])
+    letters.forget_before(0, 1700000000000)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Final
+
+import redis
+
+from consumer.model import DeadLetter
+from producers.keys import dlq_key
+
+DEFAULT_DLQ_MAXLEN: Final = 1_000_000
+
+_APPEND: Final = """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+return 1
+"""
+
+
+def identity(letter: DeadLetter) -> str:
+    """What makes a dead letter "the same one" when it is produced again."""
+    digest = hashlib.blake2b(letter.payload, digest_size=8).hexdigest()
+    index = "" if letter.index is None else str(letter.index)
+    return f"{letter.source}|{letter.entry_id}|{index}|{letter.reason}|{digest}"
+
+
+def _score_ms(letter: DeadLetter) -> int:
+    head = letter.entry_id.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+class DeadLetterWriter:
+    """Idempotent appends to the dead-letter stream."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str, maxlen: int = DEFAULT_DLQ_MAXLEN) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.maxlen = maxlen
+        self._append = client.register_script(_APPEND)
+
+    @property
+    def key(self) -> str:
+        return dlq_key(self.prefix)
+
+    def seen_key(self, shard: int) -> str:
+        """The identities already appended for ``shard`` (same slot as the dlq)."""
+        return f"{{{self.key}}}:seen:{shard}"
+
+    def append(self, shard: int, letters: Sequence[DeadLetter]) -> int:
+        """Append the letters not appended before; returns how many were new."""
+        if not letters:
+            return 0
+        keys = [self.key, self.seen_key(shard)]
+        pipe = self.client.pipeline(transaction=False)
+        for letter in letters:
+            fields: list[str | bytes] = [
+                "reason", letter.reason, "detail", letter.detail, "source", letter.source,
+                "entry_id", letter.entry_id, "index", "" if letter.index is None else str(letter.index),
+                "payload", letter.payload,
+            ]
+            for name, value in letter.extra.items():
+                fields += [name, value]
+            self._append(keys=keys, args=[identity(letter), _score_ms(letter), self.maxlen, *fields],
+                         client=pipe)
+        return sum(int(result) for result in pipe.execute())
+
+    def forget_before(self, shard: int, entry_ms: int) -> int:
+        """Drop identities of entries older than ``entry_ms`` (they are never read again)."""
+        return int(self.client.zremrangebyscore(self.seen_key(shard), "-inf", f"({entry_ms}"))
