@@ -1,0 +1,148 @@
+"""Turning buffered event tuples into one msgpack payload per shard (flusher thread only).
+
+The caller's thread stores events exactly as it received them, with no checks (see
+``producers/telemetry.py``). Everything that costs something happens here instead: the tag
+merge of bound handles, datetime timestamps, the shard hash, and msgpack encoding. A value
+msgpack cannot encode (an arbitrary object, an int beyond 64 bits) costs only its own event:
+the batch is re-encoded event by event, the bad ones are counted and each kind of failure is
+logged once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import msgpack
+
+from producers.keys import shard_of_series
+
+logger = logging.getLogger(__name__)
+
+SHARD_CACHE_MAX: Final = 50_000
+LOGGED_KINDS_MAX: Final = 256
+_EMPTY: Final[dict[str, str]] = {}
+
+# A buffered event: (kind, measurement, ts, tags, fields) for emit, and
+# (kind, measurement, ts, tags, field_name, value) for count/gauge/observe. ``tags`` is a mapping,
+# None, or a (fixed, extra) pair from a bound handle; ``ts`` is a float, an int or a datetime.
+BufferedEvent = tuple[Any, ...]
+
+
+def _timestamp(ts: Any) -> Any:
+    if isinstance(ts, _dt.datetime):
+        return ts.timestamp()
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return float(ts)
+    return ts  # anything else travels as given; the worker dead-letters what is not a time
+
+
+def _mapping(value: Any) -> Any:
+    if value is None:
+        return _EMPTY
+    if type(value) is dict or not isinstance(value, Mapping):
+        return value
+    return dict(value)
+
+
+def to_wire(event: BufferedEvent) -> tuple[Any, ...]:
+    """The wire array ``[kind, measurement, ts, tags, fields]`` for a buffered event."""
+    if len(event) == 5:
+        kind, measurement, ts, tags, fields = event
+        fields = _mapping(fields)
+    else:
+        kind, measurement, ts, tags, name, value = event
+        fields = {name: value}
+    if type(tags) is tuple:
+        tags = {**tags[0], **tags[1]}
+    elif type(tags) is not dict:
+        tags = _mapping(tags)
+    if type(ts) is not float:
+        ts = _timestamp(ts)
+    return (kind, measurement, ts, tags, fields)
+
+
+class BatchEncoder:
+    """Groups events by shard and encodes each group; remembers which failures it has logged."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self._cache: dict[Any, int] = {}
+        self._logged: set[str] = set()
+
+    def shard(self, measurement: Any, tags: Any) -> int:
+        """The event's shard (cached per measurement and tag items: the CRC is the costly part)."""
+        if self.shards <= 1:
+            return 0
+        try:
+            key = (measurement, tuple(tags.items()))
+            return self._cache[key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable tag values: compute without the cache
+            return self._uncached(measurement, tags)
+        shard = self._uncached(measurement, tags)
+        if len(self._cache) >= SHARD_CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = shard
+        return shard
+
+    def _uncached(self, measurement: Any, tags: Any) -> int:
+        try:
+            return shard_of_series(measurement, tags, self.shards)
+        except Exception:  # not a str name, unsortable tag keys: the worker dead-letters the event
+            return shard_of_series(str(measurement), None, self.shards)
+
+    def encode(self, events: Iterable[BufferedEvent]) -> tuple[list[tuple[int, bytes, int]], int]:
+        """Return ``([(shard, payload, event_count), ...], errors)`` for one flush cycle."""
+        groups: dict[int, list[tuple[Any, ...]]] = {}
+        errors = 0
+        for event in events:
+            try:
+                wire = to_wire(event)
+                shard = self.shard(wire[1], wire[3])
+            except Exception as exc:  # any malformed caller input: count it, never stop the flusher
+                errors += 1
+                self._note(exc, event)
+                continue
+            group = groups.get(shard)
+            if group is None:
+                groups[shard] = [wire]
+            else:
+                group.append(wire)
+        entries: list[tuple[int, bytes, int]] = []
+        for shard in sorted(groups):
+            payload, count, failed = self.pack(groups[shard])
+            errors += failed
+            if count:
+                entries.append((shard, payload, count))
+        return entries, errors
+
+    def pack(self, wire_events: list[tuple[Any, ...]]) -> tuple[bytes, int, int]:
+        """msgpack one array of events; on failure, event by event, leaving the bad ones out."""
+        try:
+            return msgpack.packb(wire_events, use_bin_type=True), len(wire_events), 0
+        except Exception:  # msgpack raises TypeError, OverflowError, ValueError: fall back below
+            pass
+        parts: list[bytes] = []
+        failed = 0
+        for wire in wire_events:
+            try:
+                parts.append(msgpack.packb(wire, use_bin_type=True))
+            except Exception as exc:  # the value cannot travel: count it, keep the rest
+                failed += 1
+                self._note(exc, wire)
+        header = msgpack.Packer(use_bin_type=True).pack_array_header(len(parts))
+        return header + b"".join(parts), len(parts), failed
+
+    def _note(self, exc: Exception, event: Any) -> None:
+        kind = f"{type(exc).__name__}: {exc}"[:200]
+        if kind in self._logged or len(self._logged) >= LOGGED_KINDS_MAX:
+            return
+        self._logged.add(kind)
+        measurement = event[1] if isinstance(event, tuple) and len(event) > 1 else "?"
+        logger.warning("telemetry event dropped, cannot be encoded (%s) in measurement %r; "
+                       "further events with this problem are counted in stats()['errors']",
+                       kind, measurement)
