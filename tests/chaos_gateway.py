@@ -213,3 +213,75 @@ class _Handler(BaseHTTPRequestHandler):
                 record.delivered = True
         except OSError:
             self.close_connection = True  # the worker is gone (killed while we held its write)
+
+
+# --- reading recorded writes back ------------------------------------------------------------
+
+_PRECISION_NS = {"n": 1, "ns": 1, "u": 1_000, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+ParsedPoint = tuple[tuple[str, tuple[tuple[str, str], ...], int], dict[str, Any]]
+
+
+def _split(text: str, separator: str, *, limit: int = -1) -> list[str]:
+    """Split on ``separator`` outside escapes and double quotes, keeping escapes in the parts."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == '"':
+            current.append(char)
+            quoted = not quoted
+        elif char == separator and not quoted and (limit < 0 or len(parts) < limit):
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    out: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            following = next(chars, "")
+            out.append(following if following in ',= "\\' else "\\" + following)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _field_value(raw: str) -> Any:
+    if raw.startswith('"'):
+        return _unescape(raw[1:-1])
+    if raw in ("t", "T", "true", "True", "TRUE"):
+        return True
+    if raw in ("f", "F", "false", "False", "FALSE"):
+        return False
+    if raw.endswith(("i", "u")):
+        return int(raw[:-1])
+    return float(raw)
+
+
+def parse_write(record: WriteRecord) -> list[ParsedPoint]:
+    """The points of one recorded ``/write`` body, keyed like the chaos reference (time in ns)."""
+    scale = _PRECISION_NS[record.query.get("precision", "ns")]
+    points: list[ParsedPoint] = []
+    for line in record.body.decode("utf-8").split("\n"):
+        if not line.strip() or line.startswith("#"):
+            continue
+        series, fields_text, *rest = _split(line, " ", limit=2)
+        measurement, *tag_parts = _split(series, ",")
+        tags = tuple(sorted((_unescape(k), _unescape(v))
+                            for k, v in (_split(part, "=", limit=1) for part in tag_parts)))
+        fields = {_unescape(k): _field_value(v)
+                  for k, v in (_split(part, "=", limit=1) for part in _split(fields_text, ","))}
+        time_ns = int(rest[0]) * scale if rest and rest[0].strip() else 0
+        points.append(((_unescape(measurement), tags, time_ns), fields))
+    return points

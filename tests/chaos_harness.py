@@ -250,6 +250,11 @@ def window_start_ns(ts: float, window_s: float) -> int:
     return (round(ts * 1_000_000) // window_us) * window_us * 1000
 
 
+def point_key(event: WorkEvent, window_s: float) -> PointKey:
+    """The point an event lands in."""
+    return (event.measurement, tuple(sorted(event.tags.items())), window_start_ns(event.ts, window_s))
+
+
 def reference_points(events: Iterable[WorkEvent], window_s: float) -> dict[PointKey, dict[str, FieldValue]]:
     """The points ``events`` must produce, per DESIGN.md's aggregation table, in plain Python.
 
@@ -257,8 +262,7 @@ def reference_points(events: Iterable[WorkEvent], window_s: float) -> dict[Point
     """
     accs: dict[PointKey, _Acc] = {}
     for order, event in enumerate(events):
-        key = (event.measurement, tuple(sorted(event.tags.items())), window_start_ns(event.ts, window_s))
-        _record(accs.setdefault(key, _Acc()), event, order)
+        _record(accs.setdefault(point_key(event, window_s), _Acc()), event, order)
     return {key: _fields_of(acc) for key, acc in accs.items()}
 
 
@@ -280,6 +284,7 @@ class RawSender:
     batch_events: int = 50
     sequences: dict[int, int] = field(default_factory=dict)
     entries: list[tuple[str, dict[bytes, bytes]]] = field(default_factory=list)
+    sent_batches: list[tuple[int, list[WorkEvent]]] = field(default_factory=list)
     events_sent: int = 0
 
     def send(self, events: Sequence[WorkEvent]) -> int:
@@ -298,6 +303,7 @@ class RawSender:
                 stream = keys.stream_key(self.prefix, shard)
                 pipe.xadd(stream, entry)  # type: ignore[arg-type]
                 self.entries.append((stream, entry))
+                self.sent_batches.append((shard, batch))
                 added += 1
         pipe.execute()
         self.events_sent += len(events)
@@ -307,6 +313,28 @@ class RawSender:
         """XADD entry ``index`` again, as a producer retrying after a lost reply would."""
         stream, entry = self.entries[index]
         self.client.xadd(stream, entry)  # type: ignore[arg-type]
+
+
+def late_chunks(workload: Workload, count: int, *, late_per_chunk: int, seed: int) -> list[list[WorkEvent]]:
+    """:meth:`Workload.chunks`, except that each chunk holds back ``late_per_chunk`` of its events
+    and the next chunk sends them first: they arrive after later windows, as late events that
+    rewrite windows already written (within allowed lateness: at most two chunks late).
+
+    Sent with :class:`RawSender` (``batch_events`` at least the late events per shard), a shard's
+    late events travel in the first entry of their chunk.
+    """
+    rng = random.Random(seed)
+    chunks = workload.chunks(count)
+    out: list[list[WorkEvent]] = []
+    held: list[WorkEvent] = []
+    for number, chunk in enumerate(chunks):
+        late = sorted(held, key=lambda e: e.ts)
+        keep = list(chunk)
+        last = number == len(chunks) - 1
+        hold = 0 if last else min(late_per_chunk, len(keep) // 2)
+        held = [keep.pop(rng.randrange(len(keep))) for _ in range(hold)]
+        out.append(late + keep)
+    return out
 
 
 def stream_lengths(client: redis.Redis, shards: int = SHARDS, prefix: str = PREFIX) -> list[int]:
@@ -566,3 +594,48 @@ def assert_matches_reference(influx: InfluxServer, db: str,
     assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:15])
     assert event_total(actual) == events_sent
     return actual
+
+
+def entry_versions(sender: RawSender, window_s: float) -> dict[PointKey, list[dict[str, FieldValue]]]:
+    """Every value each point takes as its shard's entries are applied one by one, in order.
+
+    A worker's state is always "its shard's entries up to some entry, each applied once", so any
+    point it writes, at any moment, crash or not, must be one of these values. A value outside
+    this list means an entry applied twice, skipped, or half applied.
+    """
+    accs: dict[PointKey, _Acc] = {}
+    versions: dict[PointKey, list[dict[str, FieldValue]]] = {}
+    order = 0
+    for shard in sorted({shard for shard, _batch in sender.sent_batches}):
+        for batch_shard, batch in sender.sent_batches:
+            if batch_shard != shard:
+                continue
+            touched: set[PointKey] = set()
+            for event in batch:
+                key = point_key(event, window_s)
+                _record(accs.setdefault(key, _Acc()), event, order)
+                order += 1
+                touched.add(key)
+            for key in touched:
+                versions.setdefault(key, []).append(_fields_of(accs[key]))
+    return versions
+
+
+def _same_fields(want: Mapping[str, FieldValue], got: Mapping[str, FieldValue]) -> bool:
+    return set(want) == set(got) and all(_value_ok(want[name], got[name]) for name in want)
+
+
+def check_written_values(written: Iterable[tuple[PointKey, Mapping[str, FieldValue]]],
+                         versions: Mapping[PointKey, Sequence[Mapping[str, FieldValue]]]) -> list[str]:
+    """Points (from recorded writes) whose values no prefix of their shard's entries explains."""
+    problems: list[str] = []
+    for key, fields in written:
+        if key[0] == SELF_MEASUREMENT:
+            continue
+        candidates = versions.get(key)
+        if candidates is None:
+            problems.append(f"written point {key} is not in the workload: {dict(fields)}")
+        elif not any(_same_fields(version, fields) for version in candidates):
+            problems.append(f"written point {key} = {dict(fields)} matches none of its "
+                            f"{len(candidates)} possible values (last: {dict(candidates[-1])})")
+    return problems

@@ -230,7 +230,7 @@ def test_gateway_records_and_holds_writes_before_and_after_influx(influx: tuple[
         assert statuses == [204, 204]
         assert [w.body for w in gateway.writes] == [b"m f=1i 1000000000", b"m f=2i 2000000000",
                                                    b"m f=3i 3000000000"]
-        assert all(w.delivered for w in gateway.writes)
+        ch.wait_for(lambda: all(w.delivered for w in gateway.writes), "replies delivered", 5.0)
     finally:
         gateway.stop()
 
@@ -246,3 +246,52 @@ def test_kill_proves_the_process_died_of_sigkill(tmp_path: Path) -> None:
     exits.proc.wait(timeout=10)  # type: ignore[union-attr]
     with pytest.raises(AssertionError, match="exited on its own"):
         exits.kill()
+
+
+def test_late_chunks_hold_events_back_and_lose_none() -> None:
+    workload = ch.make_workload(6, t0_s=T0, events=2000)
+    chunks = ch.late_chunks(workload, 10, late_per_chunk=12, seed=1)
+    sent = [e for chunk in chunks for e in chunk]
+    assert sorted(sent, key=lambda e: e.ts) == list(workload.events)
+    plain = workload.chunks(10)
+    late_total = 0
+    for number, chunk in enumerate(chunks):
+        own_windows = {workload.window_of(e) for e in plain[number]}
+        late = [e for e in chunk if workload.window_of(e) not in own_windows]
+        assert chunk[:len(late)] == late, "late events come first in their chunk"
+        assert all(e.ts < min(x.ts for x in plain[number]) for e in late)
+        late_total += len(late)
+    assert late_total == 12 * 9
+
+
+def test_entry_versions_end_at_the_reference_and_catch_double_counting(redis_server: RedisServer) -> None:
+    workload = ch.make_workload(9, t0_s=T0, events=1500)
+    sender = ch.RawSender(redis_server.client(), batch_events=30)
+    for chunk in ch.late_chunks(workload, 5, late_per_chunk=10, seed=2):
+        sender.send(chunk)
+    versions = ch.entry_versions(sender, 10.0)
+    reference = ch.reference_points(workload.events, 10.0)
+    assert {key: values[-1] for key, values in versions.items()} == reference
+    rewritten = [key for key, values in versions.items() if len(values) > 1]
+    assert rewritten, "late events give some points more than one value"
+    key = rewritten[0]
+    first = dict(versions[key][0])
+    assert ch.check_written_values([(key, first), (key, reference[key])], versions) == []
+    doubled = {**reference[key], "event_count": int(reference[key]["event_count"]) * 2}
+    problems = ch.check_written_values([(key, doubled)], versions)
+    assert len(problems) == 1 and "matches none" in problems[0]
+    stranger = (("m", (), 0), {"event_count": 1})
+    assert "not in the workload" in ch.check_written_values([stranger], versions)[0]
+
+
+def test_parse_write_reads_escaped_line_protocol() -> None:
+    from tests.chaos_gateway import WriteRecord, parse_write
+
+    body = (b'my\\ m,a\\=b=c\\,d,z=1 f=1.5,g=3i,h=t,s="x \\"y\\" z" 1700000000\n'
+            b'\nother n=2i 1700000001')
+    record = WriteRecord(0, "gw", 0.0, body, {"precision": "s"})
+    assert parse_write(record) == [
+        (("my m", (("a=b", "c,d"), ("z", "1")), 1_700_000_000 * 10**9),
+         {"f": 1.5, "g": 3, "h": True, "s": 'x "y" z'}),
+        (("other", (), 1_700_000_001 * 10**9), {"n": 2}),
+    ]
