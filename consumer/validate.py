@@ -1,0 +1,225 @@
+"""Validation: one raw wire event becomes an :class:`~consumer.model.Event` or a dead-letter reason.
+
+The producer ships whatever it was given (if msgpack could encode it); this is where the worker
+decides what can become part of a point. Everything that InfluxDB would refuse, or that would
+make a whole write batch fail, is caught here, one event at a time, so a bad event never holds
+back the rest of its batch:
+
+    invalid_event   not ``[kind, measurement, ts, tags, fields]``; unknown kind; ``ts`` not a
+                    finite number in InfluxDB's time range; tags/fields not maps; a
+                    ``count``/``gauge``/``observe`` without exactly one field
+    invalid_name    a measurement, tag key, tag value or field key line protocol cannot carry
+                    (:func:`consumer.line_protocol.name_problem`), or the reserved key ``time``
+    invalid_value   NaN, +-inf, an integer outside int64, an over-long string, an unsupported
+                    type; a ``count`` that is not an integer; a ``gauge``/``observe`` that is not
+                    a number (``bool`` is not a number here)
+    field_clash     two fields of the event generate the same output name (``x`` as a mean
+                    writes ``x_min``, so a field ``x_min`` beside it clashes), or a field would
+                    write ``event_count``
+    type_conflict   the catalogue declares a field's semantics and the value cannot have them
+                    (a bool for a declared mean, a float for a declared integer sum)
+
+A tag whose value is the empty string is dropped: InfluxDB cannot store one, and leaving it out
+is what a user means by "no value".
+
+Which aggregation a field gets (its *semantics*) is decided here by :func:`resolve_semantics`
+and used again by :mod:`consumer.window`, so validation and aggregation cannot disagree on
+which output fields a field writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+from consumer.catalogue import MeasurementSpec, Semantics, lookup
+from consumer.line_protocol import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TAG_VALUE_BYTES,
+    RESERVED_KEYS,
+    name_problem,
+    value_problem,
+)
+from consumer.model import (
+    REASON_FIELD_CLASH,
+    REASON_INVALID_EVENT,
+    REASON_INVALID_NAME,
+    REASON_INVALID_VALUE,
+    REASON_TYPE_CONFLICT,
+    Event,
+    FieldValue,
+    Position,
+)
+from producers.wire import KIND_COUNT, KIND_EMIT, KIND_GAUGE, KIND_NAMES, KIND_OBSERVE
+
+# Semantics codes: small ints, because the window compares them once per field per event.
+MEAN: Final = 0
+TRUE_COUNT: Final = 1
+LAST_NUMBER: Final = 2
+LAST_STRING: Final = 3
+SUM: Final = 4
+SUMMARY: Final = 5
+SEMANTICS_NAMES: Final = ("mean", "true_count", "last_number", "last_string", "sum", "summary")
+_OUTPUT_SEMANTICS: Final = (Semantics.MEAN, Semantics.TRUE, Semantics.LAST, Semantics.LAST, Semantics.SUM,
+                            Semantics.SUMMARY)
+
+EVENT_COUNT_FIELD: Final = "event_count"
+MIN_TS_S: Final = INT64_MIN / 1e9 + 1.0
+MAX_TS_S: Final = INT64_MAX / 1e9 - 3600.0
+"""Event times whose window start still fits InfluxDB's int64 nanosecond timestamps."""
+
+_NAME_CACHE_LIMIT: Final = 65_536
+_good_names: set[str] = set()
+_good_tag_values: set[str] = set()
+
+
+def output_names(name: str, code: int) -> tuple[str, ...]:
+    """The field keys written for a field ``name`` aggregated with semantics ``code``."""
+    from consumer.catalogue import output_fields
+
+    return output_fields(name, _OUTPUT_SEMANTICS[code])
+
+
+def resolve_semantics(kind: int, spec: MeasurementSpec | None, name: str, value: object) -> int | str:
+    """The semantics code of a field, or a ``type_conflict`` detail when the catalogue forbids it.
+
+    ``count``/``gauge``/``observe`` always use their own semantics; an ``emit`` is aggregated by
+    its value type unless the catalogue declares the field (``consecutive_days`` as a gauge).
+    """
+    if kind == KIND_COUNT:
+        return SUM
+    if kind == KIND_GAUGE:
+        return LAST_NUMBER
+    if kind == KIND_OBSERVE:
+        return SUMMARY
+    declared = spec.semantics_of(name) if spec is not None else None
+    if isinstance(value, bool):
+        code: int | None = TRUE_COUNT if declared in (None, Semantics.TRUE) else None
+    elif isinstance(value, str):
+        code = LAST_STRING if declared in (None, Semantics.LAST) else None
+    elif declared is None or declared is Semantics.MEAN:
+        code = MEAN
+    else:
+        code = {Semantics.LAST: LAST_NUMBER, Semantics.SUMMARY: SUMMARY}.get(declared)
+        if declared is Semantics.SUM and isinstance(value, int):
+            code = SUM
+    if code is None:
+        return (f"field {name!r} is declared {declared} in the catalogue; "
+                f"a {type(value).__name__} value cannot be aggregated that way")
+    return code
+
+
+def _check_name(name: object, what: str) -> str | None:
+    if name.__class__ is str and name in _good_names:
+        return None
+    problem = name_problem(name, what=what)
+    if problem is None and what != "measurement" and name in RESERVED_KEYS:
+        problem = f"{what} {name!r} is reserved by InfluxDB"
+    if problem is None and name not in RESERVED_KEYS:
+        if len(_good_names) >= _NAME_CACHE_LIMIT:
+            _good_names.clear()
+        _good_names.add(name)  # type: ignore[arg-type]
+    return problem
+
+
+def _check_tags(tags: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:
+    clean: dict[str, str] = {}
+    for key, value in tags.items():
+        problem = _check_name(key, "tag key")
+        if problem is not None:
+            return clean, problem
+        if value == "":
+            continue
+        if value.__class__ is not str or value not in _good_tag_values:
+            problem = name_problem(value, what=f"value of tag {key!r}", max_bytes=MAX_TAG_VALUE_BYTES)
+            if problem is not None:
+                return clean, problem
+            if len(_good_tag_values) >= _NAME_CACHE_LIMIT:
+                _good_tag_values.clear()
+            _good_tag_values.add(value)
+        clean[key] = value
+    return clean, None
+
+
+def _value_problem(kind: int, name: str, value: object) -> str | None:
+    cls = value.__class__
+    if cls is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return None if kind != KIND_COUNT else f"count {name!r} is a float, not an integer"
+        return f"field {name!r}: {value!r} is not a finite number"
+    if cls is int:
+        if INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            return None
+        return f"field {name!r}: integer {value} is outside the 64-bit range"
+    if kind != KIND_EMIT and cls is not int:
+        return f"{KIND_NAMES[kind]} {name!r} is a {cls.__name__}, not a number"
+    problem = value_problem(value)
+    return None if problem is None else f"field {name!r}: {problem}"
+
+
+def _check_fields(kind: int, measurement: str, fields: Mapping[Any, Any]) -> tuple[str, str] | None:
+    if kind != KIND_EMIT and len(fields) != 1:
+        return REASON_INVALID_EVENT, f"a {KIND_NAMES[kind]} carries exactly one field, not {len(fields)}"
+    for name, value in fields.items():
+        problem = _check_name(name, "field key")
+        if problem is not None:
+            return REASON_INVALID_NAME, problem
+        problem = _value_problem(kind, name, value)
+        if problem is not None:
+            return REASON_INVALID_VALUE, problem
+    return _clash(kind, measurement, fields)
+
+
+def _clash(kind: int, measurement: str, fields: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Generated names must be distinct within the event (and never ``event_count``)."""
+    spec = lookup(measurement)
+    owner: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
+    for name, value in fields.items():
+        code = resolve_semantics(kind, spec, name, value)
+        if isinstance(code, str):
+            return REASON_TYPE_CONFLICT, code
+        for output in output_names(name, code):
+            other = owner.get(output)
+            if other is not None:
+                what = "the per-event count" if other == EVENT_COUNT_FIELD else f"field {other!r}"
+                return REASON_FIELD_CLASH, f"field {name!r} writes {output!r}, as does {what}"
+            owner[output] = name
+    return None
+
+
+def validate(raw: object, position: Position) -> Event | tuple[str, str]:
+    """Turn one wire event ``[kind, measurement, ts, tags, fields]`` into an Event, or say why not.
+
+    Returns:
+        The :class:`Event` (tags with empty values dropped), or ``(reason, detail)`` with a reason
+        from :data:`consumer.model.DEAD_LETTER_REASONS`.
+
+    Example::
+
+        result = validate([0, "attachment_monitoring", 1700000000.5, {"bot_name": "elena"},
+                           {"emotional_intensity": 0.82}], Position(1700000000000, 0, 0))
+        if isinstance(result, tuple):
+            reason, detail = result        # dead-letter it
+    """
+    if not isinstance(raw, list | tuple) or len(raw) != 5:
+        return REASON_INVALID_EVENT, "an event is an array [kind, measurement, ts, tags, fields]"
+    kind, measurement, ts, tags, fields = raw
+    if kind.__class__ is not int or kind not in KIND_NAMES:
+        return REASON_INVALID_EVENT, f"unknown kind {kind!r}"
+    problem = _check_name(measurement, "measurement")
+    if problem is not None:
+        return REASON_INVALID_NAME, problem
+    if ts.__class__ not in (float, int) or not MIN_TS_S <= ts <= MAX_TS_S:
+        return REASON_INVALID_EVENT, f"event time {ts!r} is not a number of seconds within InfluxDB's range"
+    if not isinstance(tags, dict) or not isinstance(fields, dict):
+        return REASON_INVALID_EVENT, "tags and fields must be maps"
+    clean_tags, problem = _check_tags(tags)
+    if problem is not None:
+        return REASON_INVALID_NAME, problem
+    failure = _check_fields(kind, measurement, fields)
+    if failure is not None:
+        return failure
+    checked: dict[str, FieldValue] = fields
+    return Event(kind, measurement, float(ts), clean_tags, checked, position)

@@ -1,0 +1,508 @@
+"""Event-time windows of one shard: events in, one point per series per window out.
+
+Window boundaries
+    Tumbling windows of ``window_s`` aligned to the Unix epoch: an event at time ``ts`` belongs
+    to window ``k = floor(ts / window_s)``, which spans ``[k * window_s, (k + 1) * window_s)`` and
+    is written with timestamp ``k * window_s`` (in ns). A *series* is a measurement plus its full
+    tag set; each series that has events in a window gets exactly one point for that window.
+
+Watermark, grace and lateness
+    The watermark is the highest event time this shard has accepted. A window is first flushed
+    when the watermark passes its end plus ``grace_s`` (or, when the caller says the input is
+    idle, when the worker's clock does). It is then *retained*, with its full state, for as long
+    as an event may still arrive for it: an event is accepted while its window's end is no more
+    than ``allowed_lateness_s`` before the watermark. Such a late event makes its series-window
+    dirty again and the next flush rewrites the point with the recomputed value (same timestamp
+    and tags, so InfluxDB overwrites it). Older events are rejected ``too_late``; events more
+    than ``max_future_s`` ahead of the worker's clock are rejected ``from_future`` (one bad clock
+    must not push everybody else's events out as late). A retained window is evicted once no
+    event can be accepted for it any more and everything in it has been committed.
+
+Flush and commit (what is acknowledged when)
+    ``collect_due``/``collect_all`` return a :class:`Flush`: the points of dirty series-windows
+    plus the version of each. Nothing is marked clean until the caller, after the sink has
+    stored the points, calls :meth:`ShardWindows.commit`; a series recorded into again in
+    between stays dirty. If the write fails, the next collect returns the points again.
+
+Fields (see ``docs/semantics.md``)
+    ``event_count`` always; then per field by semantics (:mod:`consumer.validate`): mean ->
+    ``F`` (mean), ``F_min``, ``F_max``, ``F_sum``; true_count -> ``F`` = number of True; last ->
+    ``F`` = value with the greatest event time, ties to the later stream position; sum -> integer
+    ``F``; summary -> ``F_count``, ``F_sum``, ``F_min``, ``F_max``, ``F_mean``, ``F_p50/p90/p99``
+    (DDSketch, :mod:`consumer.sketch`). Value aggregates are floats, counts ints, always.
+
+Types
+    Per measurement, each field keeps the semantics it was first recorded with (a registry that
+    is part of the state): a later event that records it differently is ``type_conflict``, one
+    whose generated names collide with another field's is ``field_clash``. The whole event is
+    rejected, so an event is either entirely in a point or entirely a dead letter.
+
+Cardinality
+    At most ``max_series`` series per measurement per window keep their own tags; a new series
+    past that has the values of its ``overflow_tags`` replaced by ``__overflow__`` (all of its
+    tag values, when it has none of them or when ``max_series`` overflow series exist too), so
+    totals are preserved in the overflow series. Memory per window is thereby bounded.
+
+Exactly-once
+    :meth:`ShardWindows.snapshot` captures everything (watermark, every accumulator, sketch,
+    last-value tie-break position, dirty versions, the type registry); an object restored from it
+    produces exactly the outputs the original would have. The worker checkpoints the snapshot
+    atomically with the acknowledgement of the entries it contains.
+
+Usage::
+
+    windows = ShardWindows(window_s=10, grace_s=2, allowed_lateness_s=300, max_future_s=60,
+                           max_series=10_000, overflow_tags=("user_id",))
+    rejected = windows.record(event, now_s=time.time())     # None, or (reason, detail)
+    flush = windows.collect_due(time.time(), idle=False)
+    sink.write(flush.points)
+    windows.commit(flush)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgpack
+
+from consumer.catalogue import MeasurementSpec, lookup
+from consumer.model import (
+    REASON_FIELD_CLASH,
+    REASON_FROM_FUTURE,
+    REASON_TOO_LATE,
+    REASON_TYPE_CONFLICT,
+    Event,
+    FieldValue,
+    Point,
+    Position,
+)
+from consumer.sketch import QuantileSketch
+from consumer.validate import (
+    EVENT_COUNT_FIELD,
+    LAST_NUMBER,
+    LAST_STRING,
+    MEAN,
+    SEMANTICS_NAMES,
+    SUM,
+    SUMMARY,
+    TRUE_COUNT,
+    output_names,
+    resolve_semantics,
+)
+
+OVERFLOW_VALUE: Final = "__overflow__"
+DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
+SNAPSHOT_VERSION: Final = 1
+QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+Rejection = tuple[str, str]
+
+
+class _Series:
+    """One series in one window: event count, per-field accumulators, dirty versioning."""
+
+    __slots__ = ("committed", "count", "fields", "key", "version")
+
+    def __init__(self, key: SeriesKey) -> None:
+        self.key = key
+        self.count = 0
+        self.version = 0
+        self.committed = 0
+        # name -> [code, ...state]; see _new_accumulator for the layouts
+        self.fields: dict[str, list[Any]] = {}
+
+
+class _Window:
+    __slots__ = ("dirty", "flushed", "index", "per_measurement", "series")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.series: dict[SeriesKey, _Series] = {}
+        self.dirty: set[SeriesKey] = set()
+        self.per_measurement: dict[str, int] = {}
+        self.flushed = False
+
+
+class _Measurement:
+    """Per-measurement type registry: field -> semantics code, output name -> owning field."""
+
+    __slots__ = ("codes", "owners", "registry", "spec")
+
+    def __init__(self, name: str) -> None:
+        self.spec: MeasurementSpec | None = lookup(name)
+        self.registry: dict[str, int] = {}
+        self.owners: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
+        # memo of admitted (field, kind, value class) -> code; rebuilt on demand after restore
+        self.codes: dict[tuple[str, int, type], int] = {}
+
+    def register(self, name: str, code: int) -> None:
+        self.registry[name] = code
+        for output in output_names(name, code):
+            self.owners[output] = name
+
+
+class Flush:
+    """Points to write, and the versions :meth:`ShardWindows.commit` marks clean once written."""
+
+    __slots__ = ("_marks", "points")
+
+    def __init__(self) -> None:
+        self.points: list[Point] = []
+        self._marks: list[tuple[_Window, _Series, int]] = []
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __repr__(self) -> str:
+        return f"Flush(points={len(self.points)})"
+
+
+def _new_accumulator(code: int, value: Any, ts: float, position: Position) -> list[Any]:
+    if code == MEAN:
+        return [MEAN, 1, 0.0 + value, value, value]  # count, sum, min, max
+    if code == TRUE_COUNT:
+        return [TRUE_COUNT, 1 if value else 0]
+    if code == SUM:
+        return [SUM, value]
+    if code == SUMMARY:
+        sketch = QuantileSketch()
+        sketch.add(value)
+        return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
+    return [code, value, ts, position]  # last: value, event time, position (tie-break)
+
+
+def _update(accumulators: dict[str, list[Any]], event: Event, plan: list[int]) -> None:
+    """The hot loop: fold one event's fields into a series' accumulators (common cases inline)."""
+    ts = event.ts
+    for (name, value), code in zip(event.fields.items(), plan, strict=True):
+        acc = accumulators.get(name)
+        if acc is None:
+            accumulators[name] = _new_accumulator(code, value, ts, event.position)
+        elif code == MEAN:
+            acc[1] += 1
+            acc[2] += value
+            if value < acc[3]:
+                acc[3] = value
+            if value > acc[4]:
+                acc[4] = value
+        elif code == TRUE_COUNT:
+            if value:
+                acc[1] += 1
+        elif code == SUM:
+            acc[1] += value
+        else:
+            _update_rare(acc, code, value, ts, event.position)
+
+
+def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: Position) -> None:
+    if code == SUMMARY:
+        acc[1] += 1
+        acc[2] += value
+        acc[3] = min(acc[3], value)
+        acc[4] = max(acc[4], value)
+        acc[5].add(value)
+    elif ts > acc[2] or (ts == acc[2] and position > acc[3]):  # last: greatest time, then position
+        acc[1] = value
+        acc[2] = ts
+        acc[3] = position
+
+
+def _emit_fields(out: dict[str, FieldValue], name: str, acc: list[Any]) -> None:
+    code = acc[0]
+    if code == MEAN:
+        out[name] = acc[2] / acc[1]
+        out[name + "_min"] = float(acc[3])
+        out[name + "_max"] = float(acc[4])
+        out[name + "_sum"] = float(acc[2])
+    elif code in (TRUE_COUNT, SUM):
+        out[name] = acc[1]
+    elif code == LAST_NUMBER:
+        out[name] = float(acc[1])
+    elif code == LAST_STRING:
+        out[name] = acc[1]
+    else:
+        count, total, low, high, sketch = acc[1:]
+        low, high = float(low), float(high)
+        out[name + "_count"] = count
+        out[name + "_sum"] = float(total)
+        out[name + "_min"] = low
+        out[name + "_max"] = high
+        out[name + "_mean"] = total / count
+        for suffix, q in QUANTILES:
+            out[name + suffix] = sketch.quantile(q, low, high)
+
+
+class ShardWindows:
+    """The aggregation state of one shard: ``record`` events, ``collect`` points, ``commit``."""
+
+    def __init__(self, *, window_s: float, grace_s: float, allowed_lateness_s: float,
+                 max_future_s: float, max_series: int,
+                 overflow_tags: tuple[str, ...] = DEFAULT_OVERFLOW_TAGS) -> None:
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        self._window_s = float(window_s)
+        self._window_ns = round(window_s * 1e9)
+        self._grace_s = float(grace_s)
+        self._lateness_s = float(allowed_lateness_s)
+        self._max_future_s = float(max_future_s)
+        self._max_series = int(max_series)
+        self._overflow_tags = tuple(overflow_tags)
+        self._windows: dict[int, _Window] = {}
+        self._measurements: dict[str, _Measurement] = {}
+        self.watermark: float | None = None
+        self.overflowed = 0
+        """Events whose tags were collapsed to ``__overflow__`` (cardinality guard)."""
+        self.late_events = 0
+        """Accepted events that made an already flushed window dirty again (rewrites)."""
+
+    # -- statistics -------------------------------------------------------------------------
+    @property
+    def open_windows(self) -> int:
+        """Windows held in memory (not yet flushed, or retained for late events)."""
+        return len(self._windows)
+
+    @property
+    def series_count(self) -> int:
+        """Series-windows held in memory."""
+        return sum(len(window.series) for window in self._windows.values())
+
+    @property
+    def dirty_count(self) -> int:
+        """Series-windows whose current value has not been committed."""
+        return sum(len(window.dirty) for window in self._windows.values())
+
+    # -- recording --------------------------------------------------------------------------
+    def record(self, event: Event, now_s: float) -> Rejection | None:
+        """Add one validated event; ``None`` when accepted, else ``(reason, detail)``.
+
+        Reasons: ``from_future``, ``too_late``, ``type_conflict``, ``field_clash``. A rejected
+        event changes nothing.
+        """
+        ts = event.ts
+        if ts > now_s + self._max_future_s:
+            return REASON_FROM_FUTURE, (f"event time {ts:.3f} is {ts - now_s:.3f}s ahead of the worker's "
+                                        f"clock (limit {self._max_future_s:g}s)")
+        index = math.floor(ts / self._window_s)
+        watermark = self.watermark
+        if watermark is not None and (index + 1) * self._window_s < watermark - self._lateness_s:
+            return REASON_TOO_LATE, self._too_late_detail(ts, index, watermark)
+        measurement = self._measurements.get(event.measurement)
+        if measurement is None:
+            measurement = self._measurements[event.measurement] = _Measurement(event.measurement)
+        kind = event.kind
+        codes = measurement.codes
+        plan: list[int] = []
+        for name, value in event.fields.items():
+            code = codes.get((name, kind, value.__class__))
+            if code is None:
+                return self._record_new_fields(event, now_s, measurement)
+            plan.append(code)
+        self._apply(event, index, plan)
+        return None
+
+    def _record_new_fields(self, event: Event, now_s: float, measurement: _Measurement) -> Rejection | None:
+        """Slow path: a field (or value type) this measurement has not been checked for yet."""
+        pending: dict[str, int] = {}
+        owners = dict(measurement.owners)
+        for name, value in event.fields.items():
+            code_or_detail = resolve_semantics(event.kind, measurement.spec, name, value)
+            if isinstance(code_or_detail, str):
+                return REASON_TYPE_CONFLICT, code_or_detail
+            code = code_or_detail
+            known = measurement.registry.get(name)
+            if known is not None:
+                if known != code:
+                    return REASON_TYPE_CONFLICT, (
+                        f"field {name!r} of {event.measurement!r} was recorded as {SEMANTICS_NAMES[known]} "
+                        f"before; this event records it as {SEMANTICS_NAMES[code]}")
+                continue
+            for output in output_names(name, code):
+                other = owners.get(output)
+                if other is not None and other != name:
+                    what = "the per-event count" if other == EVENT_COUNT_FIELD else f"field {other!r}"
+                    return REASON_FIELD_CLASH, (f"field {name!r} of {event.measurement!r} writes "
+                                                f"{output!r}, as does {what}")
+                owners[output] = name
+            pending[name] = code
+        for name, code in pending.items():
+            measurement.register(name, code)
+        for name, value in event.fields.items():
+            measurement.codes[(name, event.kind, value.__class__)] = measurement.registry[name]
+        return self.record(event, now_s)
+
+    def _apply(self, event: Event, index: int, plan: list[int]) -> None:
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = _Window(index)
+        elif window.flushed:
+            self.late_events += 1
+        tags = event.tags
+        key = (event.measurement, tuple(sorted(tags.items())) if len(tags) > 1 else tuple(tags.items()))
+        series = window.series.get(key)
+        if series is None:
+            series = self._new_series(window, key)
+        series.count += 1
+        series.version += 1
+        window.dirty.add(series.key)
+        ts = event.ts
+        if self.watermark is None or ts > self.watermark:
+            self.watermark = ts
+        _update(series.fields, event, plan)
+
+    def _new_series(self, window: _Window, key: SeriesKey) -> _Series:
+        measurement = key[0]
+        admitted = window.per_measurement.get(measurement, 0)
+        if admitted >= self._max_series:
+            self.overflowed += 1
+            key = self._collapse(key, all_tags=admitted >= 2 * self._max_series)
+            series = window.series.get(key)
+            if series is not None:
+                return series
+        series = window.series[key] = _Series(key)
+        window.per_measurement[measurement] = admitted + 1
+        return series
+
+    def _collapse(self, key: SeriesKey, *, all_tags: bool) -> SeriesKey:
+        measurement, tags = key
+        names = self._overflow_tags
+        if not all_tags and any(tag in names for tag, _ in tags):
+            return measurement, tuple((tag, OVERFLOW_VALUE if tag in names else value) for tag, value in tags)
+        return measurement, tuple((tag, OVERFLOW_VALUE) for tag, _ in tags)
+
+    def _too_late_detail(self, ts: float, index: int, watermark: float) -> str:
+        start = index * self._window_s
+        return (f"event time {ts:.3f} is in window [{start:g}, {start + self._window_s:g}) which ended more "
+                f"than {self._lateness_s:g}s before the watermark {watermark:.3f}")
+
+    # -- flushing ---------------------------------------------------------------------------
+    def collect_due(self, now_s: float, *, idle: bool) -> Flush:
+        """Points of dirty windows whose end + grace has passed the watermark (or ``now_s`` if idle).
+
+        Also evicts windows that no event can reach any more.
+        """
+        flush = Flush()
+        if self.watermark is None:
+            return flush
+        horizon = max(self.watermark, now_s) if idle else self.watermark
+        for window in self._windows.values():
+            if window.dirty and (window.index + 1) * self._window_s + self._grace_s <= horizon:
+                self._collect(window, flush)
+        self.evict()
+        return flush
+
+    def collect_all(self) -> Flush:
+        """Points of every dirty window, due or not (drain, shutdown)."""
+        flush = Flush()
+        for window in self._windows.values():
+            if window.dirty:
+                self._collect(window, flush)
+        return flush
+
+    def _collect(self, window: _Window, flush: Flush) -> None:
+        time_ns = window.index * self._window_ns
+        window.flushed = True
+        for key in window.dirty:
+            series = window.series[key]
+            fields: dict[str, FieldValue] = {EVENT_COUNT_FIELD: series.count}
+            for name, acc in series.fields.items():
+                _emit_fields(fields, name, acc)
+            flush.points.append(Point(key[0], key[1], fields, time_ns))
+            flush._marks.append((window, series, series.version))
+
+    def commit(self, flush: Flush) -> None:
+        """The sink has stored ``flush.points``: mark them clean unless recorded into since."""
+        for window, series, version in flush._marks:
+            if version > series.committed:
+                series.committed = version
+            if series.version == series.committed:
+                window.dirty.discard(series.key)
+
+    def evict(self) -> int:
+        """Drop clean windows that ended more than ``allowed_lateness_s`` before the watermark."""
+        if self.watermark is None:
+            return 0
+        cutoff = self.watermark - self._lateness_s
+        gone = [index for index, window in self._windows.items()
+                if not window.dirty and (index + 1) * self._window_s < cutoff]
+        for index in gone:
+            del self._windows[index]
+        return len(gone)
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """Everything needed to resume exactly, as compact msgpack."""
+        windows = []
+        for index in sorted(self._windows):
+            window = self._windows[index]
+            series = [[key[0], [item for pair in key[1] for item in pair], s.count, s.version, s.committed,
+                       {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
+                      for key, s in window.series.items()]
+            windows.append([index, window.flushed, series])
+        state = {
+            "v": SNAPSHOT_VERSION,
+            "wm": self.watermark,
+            "ovf": self.overflowed,
+            "late": self.late_events,
+            "reg": {name: m.registry for name, m in self._measurements.items() if m.registry},
+            "win": windows,
+        }
+        return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def restore(cls, blob: bytes, **config: Any) -> ShardWindows:
+        """A new object, configured by ``config``, in exactly the state ``blob`` describes."""
+        state = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        if state.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"window snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}")
+        windows = cls(**config)
+        windows.watermark = state["wm"]
+        windows.overflowed = state["ovf"]
+        windows.late_events = state["late"]
+        for name, registry in state["reg"].items():
+            measurement = windows._measurements[name] = _Measurement(name)
+            for field_name, code in registry.items():
+                measurement.register(field_name, code)
+        for index, flushed, series_list in state["win"]:
+            windows._windows[index] = _restore_window(index, flushed, series_list)
+        return windows
+
+
+def _encode_accumulator(acc: list[Any]) -> list[Any]:
+    code = acc[0]
+    if code == SUMMARY:
+        return [*acc[:5], acc[5].to_state()]
+    if code in (LAST_NUMBER, LAST_STRING):
+        position = acc[3]
+        return [code, acc[1], acc[2], position.entry_ms, position.entry_seq, position.index]
+    return list(acc)
+
+
+def _decode_accumulator(data: list[Any]) -> list[Any]:
+    code = data[0]
+    if code == SUMMARY:
+        return [*data[:5], QuantileSketch.from_state(data[5])]
+    if code in (LAST_NUMBER, LAST_STRING):
+        return [code, data[1], data[2], Position(data[3], data[4], data[5])]
+    return list(data)
+
+
+def _pairs(flat: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    items = list(flat)
+    return tuple(zip(items[0::2], items[1::2], strict=True))
+
+
+def _restore_window(index: int, flushed: bool, series_list: list[Any]) -> _Window:
+    window = _Window(index)
+    window.flushed = flushed
+    for measurement, flat_tags, count, version, committed, fields in series_list:
+        key = (measurement, _pairs(flat_tags))
+        series = window.series[key] = _Series(key)
+        series.count, series.version, series.committed = count, version, committed
+        series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
+        if version != committed:
+            window.dirty.add(key)
+        window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
+    return window
