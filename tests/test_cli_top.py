@@ -1,0 +1,152 @@
+"""``telemetry top`` against a real Redis: driven in a pseudo-terminal for a few refreshes, then ``q``."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from producers.keys import dlq_key, stream_key
+from producers.wire import encode_entry, encode_events
+from tests.cli_harness import make_app
+from tests.services import RedisServer
+
+PREFIX = "t"
+ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _send(client: object, shard: int, seq: int, measurement: str, n: int) -> None:
+    events = [(0, measurement, 1_700_000_000.0 + i, {"bot_name": "elena"}, {"x": i}) for i in range(n)]
+    client.xadd(stream_key(PREFIX, shard), encode_entry("ef" * 8, seq, encode_events(events), n))  # type: ignore[attr-defined]
+
+
+def _read_until(fd: int, needle: str, timeout_s: float) -> str:
+    seen = ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and ANSI.sub("", seen).count(needle) == 0:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 65536).decode("utf-8", "replace")
+            except OSError:
+                break
+    return ANSI.sub("", seen)
+
+
+def test_top_in_a_terminal_refreshes_and_quits_on_q(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    for shard in (0, 1):
+        client.xgroup_create(stream_key(PREFIX, shard), "aggregator", id="0", mkstream=True)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.cli_harness",
+            "consumer.cli.top",
+            "top",
+            "--interval",
+            "300ms",
+            "--redis-url",
+            redis_server.url,
+            "--stream-prefix",
+            PREFIX,
+            "--shards",
+            "2",
+        ],
+        cwd=ROOT,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "COLUMNS": "120", "LINES": "40"},
+    )
+    os.close(slave)
+    try:
+        first = _read_until(master, "events/s per measurement", 30)
+        assert "events/s per measurement" in first
+        _send(client, 0, 1, "attachment_monitoring", 40)
+        _send(client, 1, 2, "vector_classification", 7)
+        client.xadd(dlq_key(PREFIX), {"reason": "too_late"})
+        screen = _read_until(master, "events seen: 47", 30)
+        assert "events seen: 47" in screen
+        assert "attachment_monitoring" in screen and "vector_classification" in screen
+        assert "dead letters: 1" in screen
+        assert re.search(r"t:\{0\}\s+│\s+1\s+│\s+1\s+│", screen), screen[
+            -3000:
+        ]  # one entry, not yet delivered
+        assert proc.poll() is None  # still refreshing
+        os.write(master, b"q")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 0  # watching took nothing
+
+
+def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer) -> None:
+    import http.server
+    import threading
+
+    from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+
+    registry = CollectorRegistry()
+    Gauge("telemetry_worker_open_windows", "w", ["shard"], registry=registry).labels("0").set(17)
+    latency = Histogram("telemetry_worker_write_latency_seconds", "l", ["shard"], registry=registry)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = redis_server.client()
+    _send(client, 0, 1, "m", 3)
+    try:
+        # two writes of 40 ms and 60 ms happen between the two samples -> mean 50 ms
+        timer = threading.Timer(
+            0.2, lambda: (latency.labels("0").observe(0.04), latency.labels("0").observe(0.06))
+        )
+        timer.start()
+        result = CliRunner().invoke(
+            make_app("consumer.cli.top"),
+            [
+                "top",
+                "--once",
+                "--interval",
+                "1s",
+                "--redis-url",
+                redis_server.url,
+                "--stream-prefix",
+                PREFIX,
+                "--shards",
+                "1",
+                "--metrics-url",
+                f"http://127.0.0.1:{server.server_address[1]}/metrics",
+            ],
+            env={"COLUMNS": "150"},
+        )
+        timer.join()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 0, result.output
+    assert "write latency: 50.0 ms" in result.stdout
+    assert re.search(r"t:\{0\}.*│\s+17\s+│", result.stdout), result.stdout
+    assert "events seen: 0" in result.stdout  # entries older than the start are not counted as new
