@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from producers.durations import (
     ConfigError,
@@ -161,6 +162,8 @@ class WorkerConfig:
             value = getattr(self, item.name)
             if item.name in SECRET_FIELDS:
                 described[item.name] = mask_secret(value)
+            elif item.name in ("redis_url", "influx_url"):
+                described[item.name] = redact_url(value)
             elif isinstance(value, tuple):
                 described[item.name] = ",".join(value)
             else:
@@ -202,6 +205,40 @@ def _tag_keys(_name: str, raw: str) -> tuple[str, ...]:
 
 def _flag(name: str, raw: str) -> bool:
     return parse_bool(name, raw)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``****``, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_flags(args: list[str]) -> dict[str, str | bool]:
+    """``["--redis-url", "redis://x", "--window=5s", "--drain"]`` -> settings by field name.
+
+    Every setting is a flag (the variable without its prefix); a flag without a value is
+    ``true``. An unknown flag is a :class:`ConfigError`.
+    """
+    by_flag = {flag_name(name): name for name in _FIELD_NAMES}
+    settings: dict[str, str | bool] = {}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        flag, has_value, value = arg.partition("=")
+        if flag not in by_flag:
+            raise ConfigError(f"unknown option {flag!r} (each TELEMETRY_* variable is a flag: --redis-url)")
+        if not has_value:
+            if index + 1 < len(args) and not args[index + 1].startswith("--"):
+                index += 1
+                value = args[index]
+            else:
+                value = "true"
+        settings[by_flag[flag]] = value
+        index += 1
+    return settings
 
 
 def variable_name(setting: str) -> str:

@@ -1,0 +1,565 @@
+"""The worker: the loop and its lifecycle (source -> decode -> dedupe -> validate -> windows -> sink).
+
+Per owned shard, strictly in stream-id order::
+
+    read (XRANGE after the checkpoint while catching up, then XREADGROUP >)
+      -> decode (WireError: dead letter with the raw entry)
+      -> dedupe (producer id, batch sequence)
+      -> validate -> pseudonymise -> ShardWindows.record (rejection: dead letter)
+      -> collect_due -> sink.write (retry with backoff; renews leases, stays responsive to stop)
+      -> ShardWindows.commit -> dead letters appended (idempotent) -> checkpoint (fenced Lua:
+         state + XACK) -> XTRIM MINID below what the group still needs
+
+What is acknowledged when: an entry is acknowledged only by the checkpoint that stores the
+window state containing its events; points already written are marked clean in that state,
+dirty ones are in it too. So a crash at any moment loses nothing and a restart re-derives
+exactly the state the dead worker had (see :mod:`consumer.checkpoint`).
+
+Ownership: shards are spread over live workers by rendezvous hashing and held with fenced
+leases (:mod:`consumer.lease`); maintenance every third of a lease renews them, gives up shards
+that moved to a new worker, and takes those that are free. Back-pressure: while InfluxDB is down
+the windows stay in memory (and in checkpoints); a shard whose open series-windows reach the
+memory budget is not read until the sink catches up. ``drain`` mode processes everything in the
+streams, flushes every window and returns; a stop request (SIGTERM/SIGINT) stops reading,
+flushes due windows once, checkpoints and returns within a few seconds.
+
+Usage::
+
+    worker = Worker(WorkerConfig.from_env())
+    exit_code = worker.run()          # until SIGTERM, or until drained with drain=True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+import redis
+
+from consumer.checkpoint import CheckpointStore
+from consumer.config import WorkerConfig, redact_url
+from consumer.deadletter import DeadLetterWriter
+from consumer.dedupe import Dedupe
+from consumer.errors import Fenced, GroupMissing, SourceUnavailable
+from consumer.lease import LeaseManager, assign
+from consumer.line_protocol import encode_point
+from consumer.metrics import Metrics
+from consumer.model import REASON_REJECTED, DeadLetter, Point
+from consumer.privacy import Pseudonymizer
+from consumer.selftelemetry import SelfTelemetry
+from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
+from consumer.source import ZERO_ID, StreamEntry, StreamSource, parse_id
+from consumer.validate import validate
+from consumer.window import Flush, ShardWindows
+from producers.wire import WireError, decode_entry
+
+logger = logging.getLogger(__name__)
+
+REDIS_ERRORS: Final = (SourceUnavailable, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+WAIT_STEP_S: Final = 0.25
+HEALTH_CHECK_EVERY_S: Final = 5.0
+SHUTDOWN_WRITE_ATTEMPTS: Final = 2
+
+
+@dataclass(eq=False)
+class ShardState:
+    """What the worker holds for one owned shard between checkpoints."""
+
+    shard: int
+    lease_value: str
+    windows: ShardWindows
+    dedupe: Dedupe
+    last_id: str = ZERO_ID
+    backlog_until: str | None = None
+    to_ack: list[str] = field(default_factory=list)
+    letters: list[DeadLetter] = field(default_factory=list)
+    dirty: bool = False
+    checkpointed_at: float = 0.0
+    had_checkpoint: bool = False
+    late_seen: int = 0
+    overflow_seen: int = 0
+    lost_reported: int = 0
+    checked_at: float = 0.0
+    paused: bool = False
+
+
+class Worker:
+    """One worker process: owns some shards, aggregates them, writes points, checkpoints."""
+
+    def __init__(self, config: WorkerConfig, *, client: redis.Redis | None = None, sink: Sink | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.client = client if client is not None else redis.Redis.from_url(
+            config.redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 5.0)
+        self.sink = sink if sink is not None else make_sink(config)
+        self.clock = clock
+        self.worker_id = config.consumer
+        self.source = StreamSource(self.client, prefix=config.stream_prefix, group=config.group,
+                                   consumer=self.worker_id)
+        self.store = CheckpointStore(self.client, prefix=config.stream_prefix, group=config.group)
+        self.letters = DeadLetterWriter(self.client, prefix=config.stream_prefix)
+        self.leases = LeaseManager(self.client, prefix=config.stream_prefix, worker_id=self.worker_id,
+                                   lease_s=config.lease_s)
+        key = (config.pseudonym_key or "").encode()
+        self.privacy = Pseudonymizer(config.pseudonymize, key) if config.pseudonymize else None
+        self.metrics = Metrics(stale_after_s=max(60.0, 6 * config.lease_s))
+        self.stats = SelfTelemetry(worker=self.worker_id, window_s=config.window_s,
+                                   listener=self.metrics.listen)
+        self.shards: dict[int, ShardState] = {}
+        self._parked: dict[int, ShardState] = {}
+        self._stop = threading.Event()
+        self._next_maintenance = 0.0
+        self._logged: set[str] = set()
+        self._started = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish (thread- and signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        """Run until stopped (or drained); returns the exit code (0)."""
+        self._install_signals()
+        server = self.metrics.serve(self.config.metrics_port) if self.config.metrics_port else None
+        config = self.config
+        logger.info("worker %s starting: redis %s, streams %s:{0..%d}, group %s, sink %s%s", self.worker_id,
+                    redact_url(config.redis_url), config.stream_prefix, config.shards - 1, config.group,
+                    redact_url(config.influx_url), " (drain)" if config.drain else "")
+        redis_backoff = Backoff(base_s=0.2, cap_s=5.0)
+        try:
+            while not self.stopping:
+                try:
+                    if self.poll_once():
+                        break
+                    redis_backoff.reset()
+                except REDIS_ERRORS as exc:
+                    delay = redis_backoff.next_delay()
+                    self._log_once("redis-down", logging.WARNING,
+                                   "Redis unreachable at %s: %s; retrying in %.1fs; check `telemetry doctor`",
+                                   redact_url(self.config.redis_url), exc, delay)
+                    self._stop.wait(delay)
+                    continue
+                self._forget_log("redis-down")
+                self.metrics.beat()
+        finally:
+            self._shutdown()
+            if server is not None:
+                server.shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: self.stop())
+
+    def _shutdown(self) -> None:
+        """Stop reading; flush due windows once; checkpoint; release leases; one summary line."""
+        for state in list(self.shards.values()):
+            try:
+                self._flush(state, state.windows.collect_due(self.clock(), idle=True))
+                self._checkpoint(state, trim=False)
+                if state.shard in self.shards:
+                    self.leases.release(state.shard)
+            except REDIS_ERRORS as exc:
+                logger.warning("shard %d: could not checkpoint at exit (%s); the next owner re-reads "
+                               "its entries from the last checkpoint", state.shard, exc)
+        with contextlib.suppress(*REDIS_ERRORS):
+            self.leases.leave()
+        self.sink.close()
+        logger.info("worker %s stopped after %.1fs: %s", self.worker_id, time.monotonic() - self._started,
+                    self.stats.summary())
+
+    # -- one iteration ----------------------------------------------------------------------
+    def poll_once(self) -> bool:
+        """One read-process-flush-checkpoint cycle; True when a drain has finished."""
+        if time.monotonic() >= self._next_maintenance:
+            self._maintain()
+        got, read_any = self._read()
+        now = self.clock()
+        for state in list(self.shards.values()):
+            entries = got.get(state.shard, [])
+            if entries:
+                self._process(state, entries, now)
+            self._flush(state, state.windows.collect_due(now, idle=not entries))
+            if state.shard in self.shards:
+                self._maybe_checkpoint(state)
+        self._report(now)
+        if self.config.drain and not read_any and self._all_caught_up():
+            self._finish_drain()
+            return True
+        return False
+
+    def _read(self) -> tuple[dict[int, list[StreamEntry]], bool]:
+        got: dict[int, list[StreamEntry]] = {}
+        catching_up = [s for s in self.shards.values() if s.backlog_until]
+        for state in catching_up:
+            until = state.backlog_until or "+"
+            entries = self.source.read_range(state.shard, after_id=state.last_id, until_id=until,
+                                             count=self.config.read_count)
+            if entries:
+                got[state.shard] = entries
+            else:
+                state.backlog_until = None
+        readable = [s.shard for s in self.shards.values() if not s.backlog_until and not self._over_budget(s)]
+        if readable:
+            block = None if (got or self.config.drain) else self.config.block_ms
+            try:
+                got.update(self.source.read_new(readable, count=self.config.read_count, block_ms=block))
+            except GroupMissing:
+                self._recreate_groups(readable)
+        elif not got:
+            self._stop.wait(self.config.block_ms / 1000)
+        if self.config.drain and not got:
+            self._stop.wait(0.05)  # waiting for a shard's lease: do not spin
+        return got, bool(got)
+
+    def _over_budget(self, state: ShardState) -> bool:
+        over = state.windows.series_count >= self.config.max_open_series
+        if over and not state.paused:
+            logger.warning("shard %d: memory budget reached (%d open series-windows): reading paused until "
+                           "the sink catches up; raise TELEMETRY_MAX_OPEN_SERIES if memory allows",
+                           state.shard, self.config.max_open_series)
+        elif state.paused and not over:
+            logger.info("shard %d: below the memory budget again, reading resumed", state.shard)
+        state.paused = over
+        return over
+
+    def _all_caught_up(self) -> bool:
+        wanted = self._wanted()
+        return set(wanted) <= set(self.shards) and not any(s.backlog_until for s in self.shards.values())
+
+    def _finish_drain(self) -> None:
+        for state in list(self.shards.values()):
+            self._flush(state, state.windows.collect_all())
+            if state.shard in self.shards:
+                self._checkpoint(state)
+        self._report(self.clock(), force=True)
+
+    # -- processing -------------------------------------------------------------------------
+    def _process(self, state: ShardState, entries: Sequence[StreamEntry], now: float) -> None:
+        last = parse_id(state.last_id)
+        source = self.source.stream(state.shard)
+        for entry in entries:
+            state.to_ack.append(entry.entry_id)
+            if entry.key <= last:
+                continue  # already applied (re-delivered after a takeover)
+            last = entry.key
+            state.last_id = entry.entry_id
+            try:
+                batch = decode_entry(entry.fields)
+            except WireError as exc:
+                raw = msgpack.packb(dict(entry.fields), use_bin_type=True)
+                self._dead(state, DeadLetter(exc.reason, exc.detail, source, entry.entry_id, None, raw))
+                continue
+            if not state.dedupe.admit(batch.producer_id, batch.sequence, entry.key[0]):
+                self.stats.count(state.shard, "duplicates")
+                continue
+            for index, raw_event in enumerate(batch.events):
+                self._apply(state, entry, index, raw_event, now, source)
+        state.dirty = True
+        self._count_window_changes(state)
+
+    def _apply(self, state: ShardState, entry: StreamEntry, index: int, raw_event: Any, now: float,
+               source: str) -> None:
+        result = validate(raw_event, entry.position(index))
+        if not isinstance(result, tuple):
+            event = self.privacy.apply(result) if self.privacy else result
+            rejection = state.windows.record(event, now)
+            if rejection is None:
+                self.stats.count(state.shard, "events_in")
+                return
+            result = rejection
+        reason, detail = result
+        self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(raw_event)))
+
+    def _dead(self, state: ShardState, letter: DeadLetter) -> None:
+        state.letters.append(letter)
+        self.stats.dead_letter(state.shard, letter.reason)
+
+    def _count_window_changes(self, state: ShardState) -> None:
+        windows = state.windows
+        self.stats.count(state.shard, "late_rewrites", windows.late_events - state.late_seen)
+        self.stats.count(state.shard, "overflow", windows.overflowed - state.overflow_seen)
+        state.late_seen, state.overflow_seen = windows.late_events, windows.overflowed
+
+    # -- writing ----------------------------------------------------------------------------
+    def _flush(self, state: ShardState, flush: Flush) -> None:
+        """Write a flush's points; commit them in the window state once the sink has them."""
+        if not flush.points:
+            return
+        result = self._write(state, flush.points)
+        if result is None:
+            return  # stopped or lost the shard: the windows stay dirty (and checkpointed so)
+        state.windows.commit(flush)
+        state.dirty = True
+        self.stats.count(state.shard, "points_out", result.written)
+        source = self.source.stream(state.shard)
+        for point, message in result.rejected:
+            line = _line(point)
+            letter = DeadLetter(REASON_REJECTED, message, source, "", None, line,
+                                {"measurement": point.measurement, "time_ns": str(point.time_ns)})
+            self._dead(state, letter)
+
+    def _write(self, state: ShardState, points: Sequence[Point]) -> WriteResult | None:
+        """Write with retries until it succeeds; None when the shard was lost or the worker stops."""
+        backoff = Backoff()
+        tries = 0
+        while True:
+            tries += 1
+            lease = self._lease_time(state)
+            if lease == "lost":
+                return None
+            if lease == "ok":
+                started = time.monotonic()
+                try:
+                    result = self.sink.write(points)
+                except SinkError as exc:
+                    delay = self._sink_failed(state, exc, backoff)
+                else:
+                    self.stats.latency(state.shard, (time.monotonic() - started) * 1000)
+                    if self._forget_log("sink-down"):
+                        logger.info("sink at %s is writable again", redact_url(self.config.influx_url))
+                    return result
+            else:
+                delay = backoff.next_delay()  # Redis cannot confirm the lease: do not risk a stale write
+            if self.stopping and tries >= SHUTDOWN_WRITE_ATTEMPTS:
+                return None
+            self._wait(delay)
+
+    def _sink_failed(self, state: ShardState, exc: SinkError, backoff: Backoff) -> float:
+        self.stats.count(state.shard, "write_errors")
+        delay = backoff.delay_for(exc)
+        url = redact_url(self.config.influx_url)
+        if isinstance(exc, SinkUnavailable):
+            self._log_once("sink-down", logging.WARNING,
+                           "InfluxDB unreachable at %s: %s; retrying in %.1fs (windows kept, entries "
+                           "unacknowledged); check `telemetry doctor`", url, exc, delay)
+        else:
+            self._log_once("sink-down", logging.ERROR,
+                           "InfluxDB at %s refused the write: %s; retrying in %.1fs; fix the "
+                           "token/database settings, see `telemetry doctor`", url, exc, delay)
+        return delay
+
+    def _lease_time(self, state: ShardState) -> str:
+        """``ok`` when the lease surely outlives a write, ``wait`` when Redis cannot confirm, ``lost``."""
+        if state.shard not in self.shards:
+            return "lost"
+        if self.leases.remaining_s(state.shard) >= self.config.lease_s / 2:
+            return "ok"
+        try:
+            renewed = self.leases.renew(state.shard)
+        except REDIS_ERRORS:
+            return "wait"
+        if not renewed:
+            self._lose(state)
+            return "lost"
+        return "ok"
+
+    def _wait(self, delay_s: float) -> bool:
+        """Sleep ``delay_s`` in small steps, keeping leases and heartbeat; False when stopping."""
+        deadline = time.monotonic() + delay_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if self._stop.wait(min(WAIT_STEP_S, remaining)):
+                return False
+            if time.monotonic() >= self._next_maintenance:
+                try:
+                    self._renew_all()
+                    self.leases.heartbeat()
+                except REDIS_ERRORS:
+                    pass
+                self._next_maintenance = time.monotonic() + self.config.lease_s / 3
+            self.metrics.beat()
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _maybe_checkpoint(self, state: ShardState) -> None:
+        due = time.monotonic() - state.checkpointed_at >= self.config.checkpoint_interval_s
+        if state.dirty and due:
+            self._checkpoint(state)
+
+    def _checkpoint(self, state: ShardState, *, trim: bool = True) -> None:
+        """Dead letters, then the fenced atomic checkpoint, then trimming and loss detection."""
+        shard = state.shard
+        self.letters.append(shard, state.letters)
+        state.letters = []
+        state.dedupe.expire()
+        try:
+            self.store.save(shard, lease_value=state.lease_value, last_id=state.last_id,
+                            windows=state.windows.snapshot(), dedupe=state.dedupe.snapshot(),
+                            ack_ids=state.to_ack)
+        except Fenced as exc:
+            logger.warning("shard %d: %s; another worker owns it now", shard, exc)
+            self._lose(state)
+            return
+        state.to_ack = []
+        state.dirty = False
+        state.had_checkpoint = True
+        state.checkpointed_at = time.monotonic()
+        if trim:
+            self._housekeeping(state)
+
+    def _housekeeping(self, state: ShardState) -> None:
+        shard = state.shard
+        self.source.trim_acknowledged(shard, self.store.key(shard))
+        margin_ms = int((self.config.allowed_lateness_s * 2 + self.config.window_s + 3600) * 1000)
+        self.letters.forget_before(shard, parse_id(state.last_id)[0] - margin_ms)
+        if time.monotonic() - state.checked_at < HEALTH_CHECK_EVERY_S:
+            return
+        state.checked_at = time.monotonic()
+        lost = self.source.lost_entries(shard, self.store.key(shard))
+        if lost > state.lost_reported:
+            self._log_once(f"loss-{shard}", logging.ERROR,
+                           "shard %d: %d entries were removed by the length cap (TELEMETRY_STREAM_MAXLEN) "
+                           "before they were processed: data lost; add workers or raise the cap",
+                           shard, lost)
+            self.stats.count(shard, "lost_entries", lost - state.lost_reported)
+        state.lost_reported = lost
+        group = self.source.group_info(shard)
+        if group is not None and group.lag is not None:
+            self.stats.gauge(shard, "lag_entries", group.lag)
+
+    # -- ownership --------------------------------------------------------------------------
+    def _wanted(self) -> list[int]:
+        return assign(range(self.config.shards), self.leases.live_workers(), self.worker_id)
+
+    def _maintain(self) -> None:
+        """Heartbeat, renew, give up shards that moved away, take the ones that are ours."""
+        self._next_maintenance = time.monotonic() + self.config.lease_s / 3
+        self.leases.heartbeat()
+        self._renew_all()
+        wanted = set(self._wanted())
+        for shard in sorted(set(self.shards) - wanted):
+            state = self.shards[shard]
+            self._checkpoint(state, trim=False)
+            if shard in self.shards:
+                del self.shards[shard]
+                self.leases.release(shard)
+                logger.info("shard %d handed over (rebalance)", shard)
+        for shard in sorted(wanted - set(self.shards)):
+            value = self.leases.acquire(shard)
+            if value is not None:
+                self._open(shard, value)
+
+    def _renew_all(self) -> None:
+        for state in list(self.shards.values()):
+            if not self.leases.renew(state.shard):
+                self._lose(state)
+
+    def _lose(self, state: ShardState) -> None:
+        """The lease is gone: keep the state aside, usable only if no one else checkpointed since."""
+        self.shards.pop(state.shard, None)
+        self.leases.forget(state.shard)
+        self._parked[state.shard] = state
+        self._next_maintenance = 0.0
+
+    def _open(self, shard: int, lease_value: str) -> None:
+        """Take a shard: from our own parked state if still current, else from its checkpoint."""
+        created = self.source.ensure_group(shard)
+        checkpoint = self.store.load(shard)
+        parked = self._parked.pop(shard, None)
+        if parked is not None and (checkpoint is None or checkpoint.owner == parked.lease_value):
+            state = parked
+            if checkpoint is None and parked.had_checkpoint:
+                self._redis_reset(shard, "its checkpoint")
+        elif checkpoint is not None:
+            state = self._new_state(shard, lease_value, checkpoint.windows, checkpoint.dedupe)
+            state.last_id, state.had_checkpoint = checkpoint.last_id, True
+        else:
+            state = self._new_state(shard, lease_value, b"", b"")
+        if created and state.had_checkpoint:
+            self._redis_reset(shard, "its consumer group")
+            state.last_id = ZERO_ID
+        state.lease_value = lease_value
+        group = self.source.group_info(shard)
+        if group is not None and parse_id(group.last_delivered_id) > parse_id(state.last_id):
+            state.backlog_until = group.last_delivered_id
+        state.checkpointed_at = time.monotonic()
+        self.shards[shard] = state
+        logger.info("shard %d taken (lease %s), resuming after %s%s", shard, lease_value, state.last_id,
+                    f", re-reading up to {state.backlog_until}" if state.backlog_until else "")
+
+    def _new_state(self, shard: int, lease_value: str, windows: bytes, dedupe: bytes) -> ShardState:
+        config = self.config
+        window_config = {
+            "window_s": config.window_s, "grace_s": config.grace_s,
+            "allowed_lateness_s": config.allowed_lateness_s, "max_future_s": config.max_future_s,
+            "max_series": config.max_series,
+        }
+        if windows:
+            shard_windows = ShardWindows.restore(windows, **window_config)
+        else:
+            shard_windows = ShardWindows(**window_config)
+        dedupe_state = Dedupe.restore(dedupe, ttl_s=config.dedupe_ttl_s)
+        state = ShardState(shard, lease_value, shard_windows, dedupe_state)
+        state.late_seen, state.overflow_seen = shard_windows.late_events, shard_windows.overflowed
+        return state
+
+    def _recreate_groups(self, shards: Sequence[int]) -> None:
+        for shard in shards:
+            if self.source.ensure_group(shard) and shard in self.shards:
+                self._redis_reset(shard, "its consumer group")
+                self.shards[shard].last_id = ZERO_ID
+                self.shards[shard].backlog_until = None
+
+    def _redis_reset(self, shard: int, what: str) -> None:
+        self.stats.count(shard, "redis_resets")
+        self._log_once("redis-reset", logging.ERROR,
+                       "Redis came back without %s (shard %d): it restarted without its data. Consumer "
+                       "group recreated, windows in memory kept; entries that were in Redis and not yet "
+                       "read are lost. Enable Redis persistence (appendonly yes)", what, shard)
+
+    # -- reporting --------------------------------------------------------------------------
+    def _report(self, now: float, *, force: bool = False) -> None:
+        for state in self.shards.values():
+            self.stats.gauge(state.shard, "open_windows", state.windows.open_windows)
+        if not (force or self.stats.due(now)):
+            return
+        points = self.stats.collect(now, sorted(self.shards))
+        # best effort: the data's own write path reports an outage
+        with contextlib.suppress(SinkError):
+            self.sink.write(points)
+
+    def _log_once(self, key: str, level: int, message: str, *args: object) -> None:
+        """Log a failure once until :meth:`_forget_log` says it is over."""
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.log(level, message, *args)
+
+    def _forget_log(self, key: str) -> bool:
+        if key in self._logged:
+            self._logged.discard(key)
+            return True
+        return False
+
+
+def _pack(raw_event: Any) -> bytes:
+    try:
+        return msgpack.packb(raw_event, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        return repr(raw_event).encode()
+
+
+def _line(point: Point) -> bytes:
+    try:
+        return encode_point(point).encode()
+    except (TypeError, ValueError):
+        return repr(point).encode()
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Build a worker from ``config`` and run it; the exit code."""
+    return Worker(config).run()
