@@ -1,0 +1,192 @@
+"""Producer against a real redis-server: volume, crashes, a frozen server, overflow, fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from producers import Telemetry
+from tests.services import RedisServer, free_port
+from tests.test_producer_support import duplicates, read_batches, read_events
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Wait for a condition (a generous deadline only to avoid hanging; never a measured time)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat: 'T' while stopped by SIGSTOP."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def test_100k_events_from_threads_arrive_exactly_once(redis_server: RedisServer) -> None:
+    tel = Telemetry(redis_url=redis_server.url, buffer_events=200_000)
+    per_thread, threads = 25_000, 4
+
+    def work(n: int) -> None:
+        tags = {"thread": str(n), "bot_name": "elena"}
+        for i in range(per_thread):
+            tel.emit("load", {"i": i, "v": 0.5}, tags=tags)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert tel.flush(60)
+    events = read_events(redis_server.client())
+    ids = [(e[3]["thread"], e[4]["i"]) for e in events]
+    assert len(ids) == per_thread * threads
+    assert duplicates(ids) == {}
+    assert set(ids) == {(str(n), i) for n in range(threads) for i in range(per_thread)}
+    assert tel.stats() == {"emitted": 100_000, "sent": 100_000, "dropped": 0, "buffered": 0, "errors": 0,
+                           "send_failures": 0}
+    tel.close(5)
+
+
+def test_redis_killed_and_restarted_loses_nothing_within_bound(redis_server: RedisServer) -> None:
+    tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=20, buffer_events=50_000)
+    total = 0
+
+    def emit(n: int) -> None:
+        nonlocal total
+        for _ in range(n):
+            tel.count("restart", "c", total, tags={"bot_name": f"b{total % 5}"})
+            total += 1
+
+    emit(5_000)
+    assert tel.flush(30)
+    redis_server.kill()
+    assert not redis_server.is_running()
+    emit(10_000)
+    wait_until(lambda: tel.stats()["send_failures"] > 0, "a failed write while Redis is down")
+    assert tel.stats()["buffered"] > 0
+    redis_server.start()
+    emit(5_000)
+    assert tel.flush(60)
+    values = [e[4]["c"] for e in read_events(redis_server.client())]
+    assert duplicates(values) == {}
+    assert sorted(values) == list(range(20_000))
+    stats = tel.stats()
+    assert (stats["sent"], stats["dropped"], stats["buffered"]) == (20_000, 0, 0)
+    tel.close(5)
+
+
+def test_emit_loop_finishes_while_redis_is_stopped(redis_server: RedisServer) -> None:
+    tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=10, buffer_events=100_000)
+    tel.emit("pause", {"i": -1})
+    assert tel.flush(10)   # connected before the freeze
+    redis_server.pause()
+    try:
+        for i in range(50_000):
+            tel.emit("pause", {"i": i}, tags={"bot_name": "elena"})
+        # Proof that no emit waited for Redis: the server is still frozen after the whole loop.
+        assert process_state(redis_server.pid) == "T"
+        assert tel.stats()["sent"] == 1
+    finally:
+        redis_server.resume()
+    assert tel.flush(60)
+    values = sorted(e[4]["i"] for e in read_events(redis_server.client()))
+    assert values == list(range(-1, 50_000))
+    tel.close(5)
+
+
+def test_overflow_drops_oldest_and_counts_exactly(tmp_path: Path) -> None:
+    port = free_port()
+    server = RedisServer(tmp_path / "late", port=port)   # not started yet: Redis is down
+    tel = Telemetry(redis_url=server.url, buffer_events=1_000, batch_max_events=100, flush_interval_ms=10)
+    try:
+        tel.emit("ovf", {"i": 0})
+        wait_until(lambda: tel.stats()["send_failures"] > 0, "the first failed write")
+        for i in range(1, 5_000):
+            tel.emit("ovf", {"i": i})
+        stats = tel.stats()
+        assert stats["emitted"] == 5_000 and stats["dropped"] > 0
+        server.start()
+        assert tel.flush(60)
+        delivered = sorted(e[4]["i"] for e in read_events(server.client()))
+        stats = tel.stats()
+        assert stats["dropped"] == stats["emitted"] - len(delivered)
+        assert stats["sent"] == len(delivered) and stats["buffered"] == 0
+        assert delivered[0] == 0                       # the batch in flight before the outage
+        assert delivered[-1000:] == list(range(4_000, 5_000))   # the newest events survive
+        assert len(delivered) <= 1_000 + 100
+    finally:
+        tel.close(5)
+        server.kill()
+
+
+def test_fork_child_sends_own_events_and_not_the_parents(redis_server: RedisServer) -> None:
+    tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=60_000)
+    for i in range(100):
+        tel.emit("fork", {"i": i}, tags={"who": "parent"})
+    assert tel.stats()["buffered"] == 100
+    pid = os.fork()
+    if pid == 0:   # child: its own flusher, empty buffer
+        code = 1
+        try:
+            if tel.stats()["buffered"] == 0:
+                for i in range(50):
+                    tel.emit("fork", {"i": i}, tags={"who": "child"})
+                code = 0 if tel.close(20) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert tel.flush(30)
+    client = redis_server.client()
+    events = read_events(client)
+    assert sorted((e[3]["who"], e[4]["i"]) for e in events) == sorted(
+        [("parent", i) for i in range(100)] + [("child", i) for i in range(50)])
+    producers_by_who = {(b.producer_id, b.events[0][3]["who"]) for _, b in read_batches(client)}
+    assert len({p for p, _ in producers_by_who}) == 2
+    tel.close(5)
+
+
+def test_redis_cluster_url_uses_cluster_client(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "cluster", appendonly=False, extra_args=(
+        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "cluster" / "nodes.conf"),
+        "--cluster-port", str(free_port())))   # the default bus port (port + 10000) may not exist
+    server.start()
+    try:
+        client = server.client()
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), "cluster ok")
+        tel = Telemetry(redis_url=f"redis+cluster://127.0.0.1:{server.port}/0", flush_interval_ms=10)
+        for i in range(200):
+            tel.emit("cl", {"i": i}, tags={"user_id": f"u{i}"})
+        assert tel.flush(30)
+        from redis.cluster import RedisCluster
+
+        assert isinstance(tel._core._sender._client, RedisCluster)
+        assert sorted(e[4]["i"] for e in read_events(client)) == list(range(200))
+        tel.close(5)
+    finally:
+        server.kill()
+
+
+@pytest.mark.chaos
+def test_soak_repeated_restarts(redis_server: RedisServer) -> None:
+    tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=10, buffer_events=1_000_000)
+    sent = 0
+    for _round in range(10):
+        for _ in range(20_000):
+            tel.count("soak", "c", sent)
+            sent += 1
+        redis_server.kill()
+        redis_server.start()
+    assert tel.flush(120)
+    values = [e[4]["c"] for e in read_events(redis_server.client())]
+    assert sorted(values) == list(range(sent))
+    tel.close(5)
