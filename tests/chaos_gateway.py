@@ -48,6 +48,7 @@ class WriteRecord:
     upstream_done_s: float | None = None
     delivered: bool = False
     held: str = ""
+    dropped: bool = False
 
     @property
     def applied(self) -> bool:
@@ -122,19 +123,28 @@ class RecordingGateway:
                 self._held_changed.wait(remaining)
             return self._held[0]
 
-    def release(self) -> None:
-        """Stop holding: held writes continue (their worker may be gone by now)."""
+    def release(self, *, drop: bool = False) -> None:
+        """Stop holding: held writes continue (their worker may be gone by now).
+
+        ``drop``: writes held before InfluxDB never reach it (they are answered 503), as when the
+        connection of a killed worker is reset before influxd read the request.
+        """
         self.hold_before.clear()
         self.hold_after.clear()
-        self._released.set()
         with self._held_changed:
+            for record in self._held:
+                record.dropped = drop and record.held == "before"
             self._held.clear()
-        self._released = threading.Event()
+            self._released.set()
+            self._released = threading.Event()
 
     def _hold(self, record: WriteRecord, moment: str) -> None:
-        released = self._released
-        record.held = moment
         with self._held_changed:
+            flag = self.hold_before if moment == "before" else self.hold_after
+            if not flag.is_set():
+                return  # released while this write was on its way
+            released = self._released
+            record.held = moment
             self._held.append(record)
             self._held_changed.notify_all()
         released.wait(timeout=120)
@@ -185,6 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if owner.hold_before.is_set():
                 owner._hold(record, "before")
+                if record.dropped:
+                    self._reply(503, [], b'{"error":"gateway: dropped"}', record)
+                    return
         try:
             status, response_headers, payload = owner.forward(method, path, body, headers)
         except OSError as exc:
