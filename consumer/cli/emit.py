@@ -142,11 +142,11 @@ def emit_command(
     ts: Annotated[str | None, typer.Option("--ts", help="event time: epoch seconds or ISO 8601; default now",
                                            show_default=False)] = None,
     redis_url: Annotated[str | None, typer.Option("--redis-url", show_default=False,
-                                                  help="Redis URL [env TELEMETRY_REDIS_URL]")] = None,
+                                                  help="Redis URL (env TELEMETRY_REDIS_URL)")] = None,
     shards: Annotated[str | None, typer.Option("--shards", show_default=False,
-                                               help="number of shards [env TELEMETRY_SHARDS]")] = None,
+                                               help="number of shards (env TELEMETRY_SHARDS)")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", "--stream-prefix", show_default=False,
-                                               help="stream prefix [env TELEMETRY_STREAM_PREFIX]")] = None,
+                                               help="stream prefix (env TELEMETRY_STREAM_PREFIX)")] = None,
 ) -> None:
     """Send one event (MEASUREMENT FIELD=VALUE... [--tag K=V]...) and print where it went."""
     config = _config(redis_url, prefix, shards)
