@@ -74,8 +74,8 @@ class InfluxV2Gateway:
     def start(self) -> InfluxV2Gateway:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="influx-v2-gateway",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="influx-v2-gateway", daemon=True)
         self._thread.start()
         return self
 
@@ -159,7 +159,7 @@ def _handler_for(gateway: InfluxV2Gateway) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: pytest shows failures, not access logs
 
         def _reply(self, status: int, headers: dict[str, str], body: bytes, request_body: bytes) -> None:

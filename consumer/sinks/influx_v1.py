@@ -57,8 +57,7 @@ class InfluxV1Sink:
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if user:
             self._headers.update(urllib3.make_headers(basic_auth=f"{user}:{password or ''}"))
-        self._pool: urllib3.PoolManager | None = urllib3.PoolManager(
-            retries=False, timeout=urllib3.Timeout(total=timeout_s))
+        self._pool: urllib3.PoolManager | None = urllib3.PoolManager(retries=False)
 
     def __repr__(self) -> str:
         return f"InfluxV1Sink({self.url!r}, db={self.db!r}, rp={self.rp!r})"
@@ -67,7 +66,8 @@ class InfluxV1Sink:
                  timeout_s: float | None = None) -> urllib3.BaseHTTPResponse:
         if self._pool is None:
             raise SinkError("InfluxDB v1 sink is closed")
-        timeout = urllib3.Timeout(total=timeout_s) if timeout_s is not None else None
+        # Always explicit: timeout=None would mean "wait forever", not "the pool's default".
+        timeout = urllib3.Timeout(total=self.timeout_s if timeout_s is None else timeout_s)
         try:
             return self._pool.request(method, url, body=body, headers=self._headers,
                                       timeout=timeout, redirect=False)

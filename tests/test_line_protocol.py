@@ -1,0 +1,169 @@
+"""Line protocol: escaping, the names it cannot carry, and a round trip through a real influxd."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from consumer.line_protocol import (
+    encode_point,
+    encode_points,
+    format_value,
+    name_problem,
+    value_problem,
+)
+from consumer.model import FieldValue, Point
+from consumer.sinks.influx_v1 import InfluxV1Sink
+from consumer.sinks.influx_v2 import InfluxV2Sink
+from tests.influx_gateway import InfluxV2Gateway
+from tests.services import InfluxServer
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _point(measurement: str, tags: dict[str, str], fields: dict[str, FieldValue], time_ns: int = T0) -> Point:
+    return Point(measurement, tuple(sorted(tags.items())), fields, time_ns)
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL double-quoted identifier."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Names that need escaping, or look as if they did, and all of which line protocol can carry.
+NASTY_POINTS = [
+    _point("cpu load, total", {"host name": "a,b=c d", "région": "Île-de-France"},
+           {"user time": 1.5, "a=b,c": 2, "quote\"d": "x"}),
+    _point("emoji 🚀 metric", {"bot": "élena 🤖", "q\"t": "v\"al"},
+           {"msg": 'line one\nline two "quoted" back\\slash', "ok": True}),
+    _point("m=eq\"uals", {"k": "back\\slash mid", "k2": "double\\\\back"},
+           {"f\\x": -7, "big": 2**62, "tiny": 1e-05, "huge": 1e16, "neg": -0.25}),
+    _point("日本語", {"empty_dropped": "", "t": "="},
+           {"s": "", "s2": "tab\there", "b": False}),
+]
+
+
+def test_encode_point_escapes_each_part() -> None:
+    point = _point("a b,c", {"k,1": "v 1=x"}, {"f=1": "say \"hi\"\\"}, 5)
+    assert encode_point(point) == 'a\\ b\\,c,k\\,1=v\\ 1\\=x f\\=1="say \\"hi\\"\\\\" 5'
+
+
+def test_encode_point_without_nonempty_tags_has_no_trailing_comma() -> None:
+    assert encode_point(_point("m", {"a": ""}, {"f": 1}, 7)) == "m f=1i 7"
+    two = [_point("m", {}, {"f": 1}, 1), _point("m", {}, {"f": 2}, 2)]
+    assert encode_points(two) == b"m f=1i 1\nm f=2i 2"
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (True, "true"), (False, "false"), (3, "3i"), (-3, "-3i"), (0.5, "0.5"), (1e16, "1e+16"),
+    ("a\"b\\c\nd", '"a\\"b\\\\c\nd"'),
+])
+def test_format_value(value: FieldValue, text: str) -> None:
+    assert format_value(value) == text
+
+
+@pytest.mark.parametrize(("name", "what", "problem"), [
+    ("ok name, with = signs", "tag key", None),
+    ("back\\slash", "tag value", None),
+    ("é🚀", "measurement", None),
+    ("", "tag key", "tag key is empty"),
+    (3, "field key", "field key is int, not a string"),
+    ("a\nb", "measurement", "measurement 'a\\nb' contains a newline"),
+    ("a\rb", "tag value", "tag value 'a\\rb' contains a newline"),
+    ("ends\\", "field key", "field key 'ends\\\\' ends with a backslash"),
+    ("a\\,b", "tag key", "tag key 'a\\\\,b' has a backslash before ','"),
+    ("a\\=b", "tag value", "tag value 'a\\\\=b' has a backslash before '='"),
+    ("a\\ b", "measurement", "measurement 'a\\\\ b' has a backslash before ' '"),
+    ("#comment", "measurement",
+     "measurement '#comment' starts with '#' (line protocol reads the line as a comment)"),
+    ("#fine", "tag key", None),
+    ("x" * 257, "measurement", f"measurement {'x' * 40!r}... is 257 bytes (limit 256)"),
+    ("\ud800", "tag key", "tag key '\\ud800' is not valid Unicode"),
+])
+def test_name_problem(name: object, what: str, problem: str | None) -> None:
+    assert name_problem(name, what=what) == problem
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    (1.0, None), (True, None), ("s", None), (2**63 - 1, None), (-(2**63), None),
+    (2**63, "integer 9223372036854775808 is outside the 64-bit range"),
+    (float("nan"), "nan is not a finite number"),
+    (float("-inf"), "-inf is not a finite number"),
+    (None, "value of type NoneType is not a bool, int, float or str"),
+    ("x" * (64 * 1024 + 1), "string value is 65537 bytes (limit 65536)"),
+])
+def test_value_problem(value: object, problem: str | None) -> None:
+    assert value_problem(value) == problem
+
+
+def test_every_nasty_name_passes_name_problem() -> None:
+    for point in NASTY_POINTS:
+        assert name_problem(point.measurement, what="measurement") is None
+        for key, value in point.tags:
+            assert name_problem(key, what="tag key") is None
+            if value:
+                assert name_problem(value, what="tag value") is None
+        for key in point.fields:
+            assert name_problem(key, what="field key") is None
+
+
+def _read_back(server: InfluxServer, db: str) -> list[dict[str, Any]]:
+    """Every point of NASTY_POINTS' measurements as {measurement, tags, fields, time}."""
+    found = []
+    for point in NASTY_POINTS:
+        tag_keys = {key for key, _ in point.tags}
+        rows = server.query(f"SELECT * FROM {quote_ident(point.measurement)} GROUP BY *", db=db)
+        for row in rows:
+            measurement = row.pop("_measurement")
+            time_ns = row.pop("time")
+            tags = {k: row.pop(k) for k in list(row) if k in tag_keys}
+            fields = {k: v for k, v in row.items() if v is not None}
+            found.append({"measurement": measurement, "tags": {k: v for k, v in tags.items() if v},
+                          "fields": fields, "time": time_ns})
+    return found
+
+
+def _expected() -> list[dict[str, Any]]:
+    return [{"measurement": p.measurement, "tags": {k: v for k, v in p.tags if v},
+             "fields": dict(p.fields), "time": p.time_ns} for p in NASTY_POINTS]
+
+
+def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # InfluxQL returns integers and booleans as JSON; floats that are whole come back as ints.
+    out = []
+    for row in rows:
+        fields = {k: (float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                  for k, v in row["fields"].items()}
+        out.append({**row, "fields": fields})
+    return sorted(out, key=lambda r: r["measurement"])
+
+
+def test_nasty_names_round_trip_through_v1_sink(influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    sink = InfluxV1Sink(server.url, db=db)
+    try:
+        assert sink.write(NASTY_POINTS).written == len(NASTY_POINTS)
+    finally:
+        sink.close()
+    assert _comparable(_read_back(server, db)) == _comparable(_expected())
+
+
+def test_nasty_names_round_trip_through_v2_sink(influx_v2: tuple[InfluxV2Gateway, InfluxServer, str]) -> None:
+    gateway, server, db = influx_v2
+    sink = InfluxV2Sink(gateway.url, token="t0k", org="whisperengine", bucket=db)
+    try:
+        assert sink.write(NASTY_POINTS).written == len(NASTY_POINTS)
+    finally:
+        sink.close()
+    assert [w.params["precision"] for w in gateway.writes()] == ["ns"]
+    assert _comparable(_read_back(server, db)) == _comparable(_expected())
+
+
+def test_integers_keep_their_exact_value(influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    sink = InfluxV1Sink(server.url, db=db)
+    sink.write([_point("ints", {}, {"big": 2**62 + 1, "neg": -(2**62) - 3})])
+    sink.close()
+    rows = server.query("SELECT big, neg FROM ints", db=db)
+    assert rows == [{"time": T0, "big": 2**62 + 1, "neg": -(2**62) - 3, "_measurement": "ints"}]
