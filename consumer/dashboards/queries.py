@@ -120,6 +120,10 @@ class Metric:
         """The InfluxQL query, as stored in the dashboard."""
         raise NotImplementedError
 
+    def fields_read(self) -> tuple[str, ...]:
+        """The field keys this metric reads from InfluxDB (checked against the catalogue)."""
+        return self.fields
+
     @property
     def label(self) -> str:
         """The name of the value column/series."""
@@ -143,6 +147,9 @@ class Total(Metric):
 @dataclass(frozen=True, slots=True)
 class WeightedMean(Metric):
     """Mean of a MEAN field over windows: ``sum(F_sum) / sum(event_count)`` (see module doc)."""
+
+    def fields_read(self) -> tuple[str, ...]:
+        return (self.fields[0] + "_sum", EVENT_COUNT)
 
     def flux(self) -> str:
         total = self.fields[0] + "_sum"
@@ -208,6 +215,9 @@ class Peak(Metric):
 class PrefixTotal(Metric):
     """Sum of every field whose name starts with ``fields[0]`` (``dead_letters_<reason>``)."""
 
+    def fields_read(self) -> tuple[str, ...]:
+        return ()
+
     def flux(self) -> str:
         prefix = self.fields[0]
         lines = [
@@ -232,6 +242,9 @@ class CountBelow(Metric):
     """
 
     threshold: float = 0.5
+
+    def fields_read(self) -> tuple[str, ...]:
+        return (self.fields[0], EVENT_COUNT)
 
     def flux(self) -> str:
         value = self.fields[0]

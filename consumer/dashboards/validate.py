@@ -97,6 +97,13 @@ def dashboard_queries(path: Path) -> list[Query]:
     return queries
 
 
+def panel_datasources(path: Path) -> list[tuple[str, str]]:
+    """(where, uid) of every panel-level datasource: the one Grafana uses for new queries."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    return [(f"{path.name}: {panel.get('title')}", panel["datasource"].get("uid", ""))
+            for panel in document.get("panels", []) if isinstance(panel.get("datasource"), dict)]
+
+
 def alert_queries(directory: Path) -> list[Query]:
     """Flux queries of the provisioned alert rules (read back from the generated YAML)."""
     path = directory / ALERTS_FILE
@@ -238,6 +245,9 @@ def validate(directory: Path, *, influx: InfluxQLTarget | None = None,
         report.problems.append(f"no dashboards in {directory}")
     report.checked = len(queries)
     _check_datasources(queries, provisioned, report)
+    for path in sorted(directory.glob("*.json")):
+        report.problems += [f"{where}: panel datasource uid {uid!r} is not provisioned"
+                            for where, uid in panel_datasources(path) if uid not in provisioned]
     report.problems += [p for p in map(check_ranges, queries) if p]
     _check_flux([q for q in queries if q.language == "flux"], report, install_parser)
     _check_influxql([q for q in queries if q.language == "influxql"], report, influx)
