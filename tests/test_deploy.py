@@ -19,12 +19,17 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.services import InfluxServer, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -688,3 +693,74 @@ def test_deploy_doc_names_only_known_variables_and_both_influx_apis() -> None:
                  "TELEMETRY_INFLUX_PASSWORD", "TELEMETRY_INFLUX_API"):
         assert name in mentioned, name
     assert "uid" in doc and "`influxdb`" in doc
+
+
+# --------------------------------------------------------------------------- the worker as deployed
+
+
+def image_command() -> list[str]:
+    """The image's ENTRYPOINT + CMD, with ``telemetry`` resolved to this environment's script."""
+    instructions = dict(final_stage())
+    argv = json.loads(instructions["ENTRYPOINT"]) + json.loads(instructions["CMD"])
+    return [str(Path(sys.executable).with_name(argv[0])), *argv[1:]]
+
+
+def image_healthcheck() -> list[str]:
+    """The image's HEALTHCHECK command (exec form), ``python`` resolved to this interpreter."""
+    healthcheck = dict(final_stage())["HEALTHCHECK"]
+    argv = json.loads(healthcheck.split(" CMD ", 1)[1])
+    assert argv[0] == "python"
+    return [sys.executable, *argv[1:]]
+
+
+def worker_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any TELEMETRY_* of its own, plus ``settings``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TELEMETRY_")}
+    return {**env, **settings}
+
+
+def _healthz(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_image_command_serves_healthz_and_the_healthcheck_follows_it(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
+    server, database = influx
+    port = free_port()
+    env = worker_env(TELEMETRY_REDIS_URL=redis_server.url, TELEMETRY_INFLUX_URL=server.url,
+                     TELEMETRY_INFLUX_API="v1", TELEMETRY_INFLUX_DB=database,
+                     TELEMETRY_METRICS_PORT=str(port))
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(image_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while _healthz(port) != 200 and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        assert _healthz(port) == 200
+        healthy = subprocess.run(image_healthcheck(), env=env, capture_output=True, timeout=30)
+        assert healthy.returncode == 0, healthy.stderr
+        worker.terminate()  # what docker stop, kubelet and systemd send first
+        assert worker.wait(timeout=45) == 0, "the worker did not stop cleanly on SIGTERM"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+        log.close()
+    assert _healthz(port) is None
+    unhealthy = subprocess.run(image_healthcheck(), env=env, capture_output=True, timeout=30)
+    assert unhealthy.returncode != 0
+
+
+def test_a_configuration_error_exits_2_which_systemd_does_not_restart() -> None:
+    env = worker_env(TELEMETRY_WINDOW="ten seconds", TELEMETRY_METRICS_PORT=str(free_port()))
+    result = subprocess.run(image_command(), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "TELEMETRY_WINDOW" in result.stderr
+    assert unit()["Service"]["RestartPreventExitStatus"] == str(result.returncode)
