@@ -68,8 +68,13 @@ class FileSink:
     def ping(self) -> bool:
         if self._closed:
             return False
-        directory = self.path.parent
-        return os.access(self.path if self.path.exists() else directory, os.W_OK)
+        if self.path.exists():
+            return os.access(self.path, os.W_OK)
+        # The directory is created on first write: the nearest existing ancestor must be writable.
+        existing = self.path.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        return existing.is_dir() and os.access(existing, os.W_OK)
 
     def close(self) -> None:
         with self._lock:
