@@ -531,7 +531,7 @@ def test_k8s_settings_are_known_variables_that_the_worker_accepts() -> None:
     env_names = set(config_map) | {v["name"] for v in worker_container()["env"]}
     unknown = env_names - known_variables()
     assert not unknown, f"not in DESIGN's variable set: {sorted(unknown)}"
-    env = {**config_map, "TELEMETRY_INFLUX_TOKEN": "t", "TELEMETRY_CONSUMER": "telemetry-worker-abc"}
+    env = {**config_map, "TELEMETRY_INFLUX_TOKEN": "t", "TELEMETRY_PSEUDONYM_KEY": "k"}
     assert_worker_config_accepts(env)
 
 
