@@ -81,7 +81,7 @@ class BatchEncoder:
             return self._cache[key]
         except KeyError:
             pass
-        except TypeError:  # unhashable tag values: compute without the cache
+        except (TypeError, AttributeError):  # unhashable tag values, not a mapping: no cache
             return self._uncached(measurement, tags)
         shard = self._uncached(measurement, tags)
         if len(self._cache) >= SHARD_CACHE_MAX:
@@ -99,14 +99,28 @@ class BatchEncoder:
         """Return ``([(shard, payload, event_count), ...], errors)`` for one flush cycle."""
         groups: dict[int, list[tuple[Any, ...]]] = {}
         errors = 0
+        cache = self._cache
+        single = self.shards <= 1
         for event in events:
-            try:
-                wire = to_wire(event)
-                shard = self.shard(wire[1], wire[3])
-            except Exception as exc:  # any malformed caller input: count it, never stop the flusher
-                errors += 1
-                self._note(exc, event)
-                continue
+            # Fast path (inlined: this loop is most of the flusher's CPU): an emit with plain
+            # dicts and a float time is already its own wire form, its shard already cached.
+            if len(event) == 5 and type(event[3]) is dict and type(event[4]) is dict \
+                    and type(event[2]) is float:
+                wire = event
+            else:
+                try:
+                    wire = to_wire(event)
+                except Exception as exc:  # malformed caller input: count it, never stop the flusher
+                    errors += 1
+                    self._note(exc, event)
+                    continue
+            if single:
+                shard = 0
+            else:
+                try:
+                    shard = cache[(wire[1], tuple(wire[3].items()))]
+                except (KeyError, TypeError, AttributeError):
+                    shard = self.shard(wire[1], wire[3])
             group = groups.get(shard)
             if group is None:
                 groups[shard] = [wire]
