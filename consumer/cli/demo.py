@@ -1,0 +1,111 @@
+"""``telemetry demo``: the whole pipeline on a simulated bot workload; no set-up needed.
+
+Uses the configured Redis and InfluxDB when they answer, else starts private ones (see
+:mod:`consumer.demo.services`), and stops what it started before it exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from consumer.cli.operator_options import (
+    EXIT_CHECK_FAILED,
+    EXIT_USAGE,
+    JsonFlag,
+    RedisUrl,
+    Shards,
+    StreamPrefix,
+    fail,
+    load_config,
+    print_json,
+)
+from consumer.demo import DemoOptions, DemoSummary, run_demo
+from producers.durations import ConfigError, parse_duration_s
+
+
+def print_summary(summary: DemoSummary, console: Console) -> None:
+    """The human summary: sent vs written per measurement, dead letters, the queries."""
+    table = Table(
+        title=f"{summary.messages:,} messages, {summary.events_total:,} events in {summary.duration_s:.1f}s"
+    )
+    for column in ("measurement", "events sent", "points written", "events in points"):
+        table.add_column(column, justify="left" if column == "measurement" else "right")
+    for name, sent in summary.events_sent.items():
+        landed = summary.points.get(name, {})
+        events = landed.get("events", 0)
+        colour = "green" if events == sent else "yellow"
+        table.add_row(name, f"{sent:,}", f"{landed.get('points', 0):,}", f"[{colour}]{events:,}[/{colour}]")
+    console.print(table)
+    dead = ", ".join(f"{reason} {n}" for reason, n in summary.dead_letters.items()) or "none"
+    console.print(
+        f"dead letters: {dead}    risk levels checked: "
+        + ", ".join(f"{level} {n}" for level, n in summary.risk_levels.items())
+    )
+    console.print(
+        f"worker: {summary.worker.get('events_in', 0):,} events in, "
+        f"{summary.worker.get('points_out', 0):,} points out"
+    )
+    console.print("\n[bold]See the data[/bold] (InfluxQL):")
+    console.print(summary.queries["influxql"], highlight=False, soft_wrap=True)
+    console.print("[bold]Flux[/bold] (InfluxDB 2.x / Grafana):")
+    console.print(summary.queries["flux"], highlight=False, soft_wrap=True)
+    for key in ("curl", "file", "note"):
+        if key in summary.queries:
+            console.print(f"[dim]{summary.queries[key]}[/dim]", highlight=False, soft_wrap=True)
+
+
+def demo_command(
+    duration: Annotated[str, typer.Option("--duration", help="how long to send")] = "20s",
+    rate: Annotated[float, typer.Option("--rate", help="user messages per second (~15 events each)")] = 50.0,
+    users: Annotated[int, typer.Option("--users", help="simulated users")] = 200,
+    bots: Annotated[int, typer.Option("--bots", help="simulated bots (1-9)")] = 3,
+    seed: Annotated[int | None, typer.Option("--seed", help="random seed (repeatable runs)")] = None,
+    redis_url: RedisUrl = None,
+    stream_prefix: StreamPrefix = None,
+    shards: Shards = None,
+    influx_url: Annotated[
+        str | None, typer.Option("--influx-url", show_default=False, help="[env TELEMETRY_INFLUX_URL]")
+    ] = None,
+    influx_api: Annotated[
+        str | None, typer.Option("--influx-api", show_default=False, help="[env TELEMETRY_INFLUX_API]")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a realistic bot workload through producer, Redis, worker and InfluxDB; no set-up needed."""
+    try:
+        duration_s = parse_duration_s("--duration", duration)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if rate <= 0 or users < 1 or not 1 <= bots <= 9:
+        fail("--rate must be > 0, --users >= 1, --bots 1-9", EXIT_USAGE)
+    config = load_config(
+        redis_url=redis_url,
+        stream_prefix=stream_prefix,
+        shards=shards,
+        influx_url=influx_url,
+        influx_api=influx_api,
+    )
+    options = DemoOptions(
+        duration_s=duration_s, rate=rate, users=users, bots=bots, seed=seed, live=not as_json
+    )
+    console = Console(stderr=as_json)
+    try:
+        summary = run_demo(config, options, console)
+    except (OSError, RuntimeError) as exc:
+        fail(f"demo failed: {exc}")
+    if as_json:
+        print_json(dataclasses.asdict(summary))
+    else:
+        print_summary(summary, console)
+    if any(summary.points.get(m, {}).get("events", 0) != n for m, n in summary.events_sent.items()):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to the ``telemetry`` command line."""
+    app.command("demo")(demo_command)

@@ -1,0 +1,225 @@
+"""The demo's services: use what is configured and reachable, else start a private one.
+
+Redis: ``TELEMETRY_REDIS_URL`` when it answers ``PING``; else a private ``redis-server`` on a free
+loopback port in a temporary directory; else (no binary installed) an in-process fakeredis server
+(``TcpFakeServer``, with Lua for the worker's scripts).
+
+InfluxDB: the configured URL when it answers ``/ping``; else a private ``influxd`` (1.x, used
+through its v1 API) when installed; else line protocol appended to a file (the file sink).
+
+Everything started here is stopped by :meth:`Services.close` — child processes by their PID —
+and its temporary directory removed. Nothing here touches a server it did not start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import redis
+
+STARTUP_TIMEOUT_S: Final = 30.0
+DEMO_DATABASE: Final = "whisperengine"
+
+_INFLUX_CONFIG: Final = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{dir}/meta"
+  logging-enabled = false
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{port}"
+  auth-enabled = false
+  log-enabled = false
+[logging]
+  level = "warn"
+"""
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether a Redis at ``url`` answers PING."""
+    try:
+        with contextlib.closing(
+            redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        ) as client:
+            return bool(client.ping())
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def influx_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether an InfluxDB at ``url`` answers ``/ping``."""
+    if not url.startswith(("http://", "https://")):
+        return False
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/ping", timeout=timeout_s) as response:
+            return int(response.status) in (200, 204)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def _wait_until(predicate: Any, what: str, proc: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start (code {proc.returncode})")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s")
+
+
+@dataclass
+class Service:
+    """One service the demo uses: where it is and, when the demo started it, how to stop it."""
+
+    name: str
+    kind: str
+    """``external``, ``redis-server``, ``fakeredis``, ``influxd`` or ``file``."""
+    url: str
+    pid: int | None = None
+    directory: str | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    server: Any = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        """For the summary: what it is, where, and which PID the demo owns."""
+        return {"kind": self.kind, "url": self.url, "pid": self.pid, "directory": self.directory}
+
+    def stop(self) -> None:
+        """Stop what the demo started (by PID), never an external service."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+class Services:
+    """The Redis and InfluxDB the demo runs against, found or started.
+
+    Usage::
+
+        with Services(tmp_root=None) as services:
+            redis_url = services.redis(config.redis_url).url
+            influx = services.influx(config.influx_url, config.influx_api)
+    """
+
+    def __init__(self, tmp_root: str | None = None) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="telemetry-demo-", dir=tmp_root))
+        self.started: list[Service] = []
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop everything started, in reverse order, and remove the temporary directory."""
+        while self.started:
+            self.started.pop().stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def redis(self, url: str) -> Service:
+        """The configured Redis when it answers, else a private one."""
+        if redis_answers(url):
+            return Service("redis", "external", url)
+        binary = shutil.which("redis-server")
+        port = free_port()
+        if binary:
+            directory = self.tmp / "redis"
+            directory.mkdir()
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(directory),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                    "--logfile",
+                    "redis.log",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            service = Service(
+                "redis", "redis-server", f"redis://127.0.0.1:{port}/0", proc.pid, str(directory), proc=proc
+            )
+            self.started.append(service)
+            _wait_until(lambda: redis_answers(service.url, 0.5), "redis-server", proc)
+            return service
+        from fakeredis import TcpFakeServer
+
+        server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="demo-fakeredis", daemon=True).start()
+        service = Service("redis", "fakeredis", f"redis://127.0.0.1:{port}/0", server=server)
+        self.started.append(service)
+        _wait_until(lambda: redis_answers(service.url, 0.5), "fakeredis", None)
+        return service
+
+    def influx(self, url: str, api: str) -> Service:
+        """The configured InfluxDB when it answers, else a private influxd, else a file."""
+        if influx_answers(url):
+            return Service("influx", "external", url)
+        binary = shutil.which("influxd")
+        if binary:
+            directory = self.tmp / "influxd"
+            directory.mkdir()
+            port = free_port()
+            config = directory / "influxdb.conf"
+            config.write_text(_INFLUX_CONFIG.format(dir=directory, port=port, rpc_port=free_port()))
+            log = open(directory / "influxd.log", "ab")  # noqa: SIM115 - handed to the child
+            proc = subprocess.Popen([binary, "-config", str(config)], stdout=log, stderr=log)
+            log.close()
+            service = Service(
+                "influx", "influxd", f"http://127.0.0.1:{port}", proc.pid, str(directory), proc=proc
+            )
+            self.started.append(service)
+            _wait_until(lambda: influx_answers(service.url, 0.5), "influxd", proc)
+            body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{DEMO_DATABASE}"'}).encode()
+            urllib.request.urlopen(f"{service.url}/query", data=body, timeout=10).close()
+            return service
+        path = self.tmp / "points.lp"
+        path.touch()
+        return Service("influx", "file", f"file://{path}", directory=str(self.tmp))
