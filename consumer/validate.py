@@ -73,6 +73,9 @@ MAX_TS_S: Final = INT64_MAX / 1e9 - 3600.0
 _NAME_CACHE_LIMIT: Final = 65_536
 _good_names: set[str] = set()
 _good_tag_values: set[str] = set()
+_good_shapes: set[tuple[object, ...]] = set()
+"""Bounded memos of names, tag values and event shapes (kind, measurement, field names and value
+types) already found valid: most events repeat a few shapes, so the full checks run rarely."""
 
 
 def output_names(name: str, code: int) -> tuple[str, ...]:
@@ -127,23 +130,27 @@ def _check_name(name: object, what: str) -> str | None:
 def _check_tags(tags: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:
     clean: dict[str, str] = {}
     for key, value in tags.items():
-        problem = _check_name(key, "tag key")
-        if problem is not None:
-            return clean, problem
-        if value == "":
-            continue
-        if value.__class__ is not str or value not in _good_tag_values:
-            problem = name_problem(value, what=f"value of tag {key!r}", max_bytes=MAX_TAG_VALUE_BYTES)
+        if key not in _good_names:
+            problem = _check_name(key, "tag key")
             if problem is not None:
                 return clean, problem
-            if len(_good_tag_values) >= _NAME_CACHE_LIMIT:
-                _good_tag_values.clear()
-            _good_tag_values.add(value)
+        if value.__class__ is str and value in _good_tag_values:
+            clean[key] = value
+            continue
+        if value == "":
+            continue  # InfluxDB cannot store an empty tag value: leaving the tag out is the same
+        problem = name_problem(value, what=f"value of tag {key!r}", max_bytes=MAX_TAG_VALUE_BYTES)
+        if problem is not None:
+            return clean, problem
+        if len(_good_tag_values) >= _NAME_CACHE_LIMIT:
+            _good_tag_values.clear()
+        _good_tag_values.add(value)
         clean[key] = value
     return clean, None
 
 
 def _value_problem(kind: int, name: str, value: object) -> str | None:
+    """Slow path of the value check (the common float/int cases are inline in _check_fields)."""
     cls = value.__class__
     if cls is float:
         if math.isfinite(value):  # type: ignore[arg-type]
@@ -153,7 +160,7 @@ def _value_problem(kind: int, name: str, value: object) -> str | None:
         if INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
             return None
         return f"field {name!r}: integer {value} is outside the 64-bit range"
-    if kind != KIND_EMIT and cls is not int:
+    if kind != KIND_EMIT:
         return f"{KIND_NAMES[kind]} {name!r} is a {cls.__name__}, not a number"
     problem = value_problem(value)
     return None if problem is None else f"field {name!r}: {problem}"
@@ -163,13 +170,27 @@ def _check_fields(kind: int, measurement: str, fields: Mapping[Any, Any]) -> tup
     if kind != KIND_EMIT and len(fields) != 1:
         return REASON_INVALID_EVENT, f"a {KIND_NAMES[kind]} carries exactly one field, not {len(fields)}"
     for name, value in fields.items():
-        problem = _check_name(name, "field key")
-        if problem is not None:
-            return REASON_INVALID_NAME, problem
+        if name not in _good_names:
+            problem = _check_name(name, "field key")
+            if problem is not None:
+                return REASON_INVALID_NAME, problem
+        cls = value.__class__
+        if cls is float and value - value == 0.0 and kind != KIND_COUNT:
+            continue  # finite (NaN and infinities give NaN here)
+        if cls is int and INT64_MIN <= value <= INT64_MAX:
+            continue
         problem = _value_problem(kind, name, value)
         if problem is not None:
             return REASON_INVALID_VALUE, problem
-    return _clash(kind, measurement, fields)
+    shape = (kind, measurement, *fields, *map(type, fields.values()))
+    if shape in _good_shapes:
+        return None
+    failure = _clash(kind, measurement, fields)
+    if failure is None:
+        if len(_good_shapes) >= _NAME_CACHE_LIMIT:
+            _good_shapes.clear()
+        _good_shapes.add(shape)
+    return failure
 
 
 def _clash(kind: int, measurement: str, fields: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -95,6 +95,7 @@ from consumer.validate import (
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
 SNAPSHOT_VERSION: Final = 1
+_floor: Final = math.floor
 QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -121,7 +122,7 @@ class _Window:
     def __init__(self, index: int) -> None:
         self.index = index
         self.series: dict[SeriesKey, _Series] = {}
-        self.dirty: set[SeriesKey] = set()
+        self.dirty: set[_Series] = set()  # identity-hashed: cheaper than hashing the key again
         self.per_measurement: dict[str, int] = {}
         self.flushed = False
 
@@ -174,14 +175,17 @@ def _new_accumulator(code: int, value: Any, ts: float, position: Position) -> li
     return [code, value, ts, position]  # last: value, event time, position (tie-break)
 
 
-def _update(accumulators: dict[str, list[Any]], event: Event, plan: list[int]) -> None:
+def _update(accumulators: dict[str, list[Any]], event: Event,
+            codes: dict[tuple[str, int, type], int]) -> None:
     """The hot loop: fold one event's fields into a series' accumulators (common cases inline)."""
-    ts = event.ts
-    for (name, value), code in zip(event.fields.items(), plan, strict=True):
+    for name, value in event.fields.items():
         acc = accumulators.get(name)
         if acc is None:
-            accumulators[name] = _new_accumulator(code, value, ts, event.position)
-        elif code == MEAN:
+            code = codes[(name, event.kind, value.__class__)]
+            accumulators[name] = _new_accumulator(code, value, event.ts, event.position)
+            continue
+        code = acc[0]
+        if code == MEAN:
             acc[1] += 1
             acc[2] += value
             if value < acc[3]:
@@ -194,7 +198,7 @@ def _update(accumulators: dict[str, list[Any]], event: Event, plan: list[int]) -
         elif code == SUM:
             acc[1] += value
         else:
-            _update_rare(acc, code, value, ts, event.position)
+            _update_rare(acc, code, value, event.ts, event.position)
 
 
 def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: Position) -> None:
@@ -252,13 +256,18 @@ class ShardWindows:
         self._overflow_tags = tuple(overflow_tags)
         self._windows: dict[int, _Window] = {}
         self._measurements: dict[str, _Measurement] = {}
-        self.watermark: float | None = None
+        self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
         self.overflowed = 0
         """Events whose tags were collapsed to ``__overflow__`` (cardinality guard)."""
         self.late_events = 0
         """Accepted events that made an already flushed window dirty again (rewrites)."""
 
     # -- statistics -------------------------------------------------------------------------
+    @property
+    def watermark(self) -> float | None:
+        """Highest event time accepted so far (``None`` before the first event)."""
+        return None if self._watermark == -math.inf else self._watermark
+
     @property
     def open_windows(self) -> int:
         """Windows held in memory (not yet flushed, or retained for late events)."""
@@ -279,29 +288,43 @@ class ShardWindows:
         """Add one validated event; ``None`` when accepted, else ``(reason, detail)``.
 
         Reasons: ``from_future``, ``too_late``, ``type_conflict``, ``field_clash``. A rejected
-        event changes nothing.
+        event changes nothing. This is the worker's hot path: the common case is inline.
         """
         ts = event.ts
         if ts > now_s + self._max_future_s:
-            return REASON_FROM_FUTURE, (f"event time {ts:.3f} is {ts - now_s:.3f}s ahead of the worker's "
-                                        f"clock (limit {self._max_future_s:g}s)")
-        index = math.floor(ts / self._window_s)
-        watermark = self.watermark
-        if watermark is not None and (index + 1) * self._window_s < watermark - self._lateness_s:
+            return self._from_future(ts, now_s)
+        index = _floor(ts / self._window_s)
+        watermark = self._watermark
+        if (index + 1) * self._window_s < watermark - self._lateness_s:
             return REASON_TOO_LATE, self._too_late_detail(ts, index, watermark)
         measurement = self._measurements.get(event.measurement)
         if measurement is None:
             measurement = self._measurements[event.measurement] = _Measurement(event.measurement)
-        kind = event.kind
         codes = measurement.codes
-        plan: list[int] = []
+        kind = event.kind
         for name, value in event.fields.items():
-            code = codes.get((name, kind, value.__class__))
-            if code is None:
+            if (name, kind, value.__class__) not in codes:
                 return self._record_new_fields(event, now_s, measurement)
-            plan.append(code)
-        self._apply(event, index, plan)
+        window = self._windows.get(index)
+        if window is None:
+            window = self._windows[index] = _Window(index)
+        elif window.flushed:
+            self.late_events += 1
+        key = (event.measurement, tuple(sorted(event.tags.items())))
+        series = window.series.get(key)
+        if series is None:
+            series = self._new_series(window, key)
+        series.count += 1
+        series.version += 1
+        window.dirty.add(series)
+        if ts > watermark:
+            self._watermark = ts
+        _update(series.fields, event, codes)
         return None
+
+    def _from_future(self, ts: float, now_s: float) -> Rejection:
+        return REASON_FROM_FUTURE, (f"event time {ts:.3f} is {ts - now_s:.3f}s ahead of the worker's "
+                                    f"clock (limit {self._max_future_s:g}s)")
 
     def _record_new_fields(self, event: Event, now_s: float, measurement: _Measurement) -> Rejection | None:
         """Slow path: a field (or value type) this measurement has not been checked for yet."""
@@ -332,25 +355,6 @@ class ShardWindows:
         for name, value in event.fields.items():
             measurement.codes[(name, event.kind, value.__class__)] = measurement.registry[name]
         return self.record(event, now_s)
-
-    def _apply(self, event: Event, index: int, plan: list[int]) -> None:
-        window = self._windows.get(index)
-        if window is None:
-            window = self._windows[index] = _Window(index)
-        elif window.flushed:
-            self.late_events += 1
-        tags = event.tags
-        key = (event.measurement, tuple(sorted(tags.items())) if len(tags) > 1 else tuple(tags.items()))
-        series = window.series.get(key)
-        if series is None:
-            series = self._new_series(window, key)
-        series.count += 1
-        series.version += 1
-        window.dirty.add(series.key)
-        ts = event.ts
-        if self.watermark is None or ts > self.watermark:
-            self.watermark = ts
-        _update(series.fields, event, plan)
 
     def _new_series(self, window: _Window, key: SeriesKey) -> _Series:
         measurement = key[0]
@@ -384,9 +388,9 @@ class ShardWindows:
         Also evicts windows that no event can reach any more.
         """
         flush = Flush()
-        if self.watermark is None:
+        if self._watermark == -math.inf:
             return flush
-        horizon = max(self.watermark, now_s) if idle else self.watermark
+        horizon = max(self._watermark, now_s) if idle else self._watermark
         for window in self._windows.values():
             if window.dirty and (window.index + 1) * self._window_s + self._grace_s <= horizon:
                 self._collect(window, flush)
@@ -404,8 +408,8 @@ class ShardWindows:
     def _collect(self, window: _Window, flush: Flush) -> None:
         time_ns = window.index * self._window_ns
         window.flushed = True
-        for key in window.dirty:
-            series = window.series[key]
+        for series in window.dirty:
+            key = series.key
             fields: dict[str, FieldValue] = {EVENT_COUNT_FIELD: series.count}
             for name, acc in series.fields.items():
                 _emit_fields(fields, name, acc)
@@ -418,13 +422,11 @@ class ShardWindows:
             if version > series.committed:
                 series.committed = version
             if series.version == series.committed:
-                window.dirty.discard(series.key)
+                window.dirty.discard(series)
 
     def evict(self) -> int:
         """Drop clean windows that ended more than ``allowed_lateness_s`` before the watermark."""
-        if self.watermark is None:
-            return 0
-        cutoff = self.watermark - self._lateness_s
+        cutoff = self._watermark - self._lateness_s
         gone = [index for index, window in self._windows.items()
                 if not window.dirty and (index + 1) * self._window_s < cutoff]
         for index in gone:
@@ -458,7 +460,7 @@ class ShardWindows:
         if state.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"window snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}")
         windows = cls(**config)
-        windows.watermark = state["wm"]
+        windows._watermark = -math.inf if state["wm"] is None else state["wm"]
         windows.overflowed = state["ovf"]
         windows.late_events = state["late"]
         for name, registry in state["reg"].items():
@@ -503,6 +505,6 @@ def _restore_window(index: int, flushed: bool, series_list: list[Any]) -> _Windo
         series.count, series.version, series.committed = count, version, committed
         series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
         if version != committed:
-            window.dirty.add(key)
+            window.dirty.add(series)
         window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
     return window
