@@ -1,0 +1,127 @@
+"""``telemetry demo`` end to end: real producer, real worker, real InfluxDB; totals checked by InfluxQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from consumer.catalogue import CATALOGUE
+from tests.cli_harness import make_app
+from tests.services import InfluxServer, RedisServer, free_port
+
+
+def _demo(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(
+        make_app("consumer.cli.demo"),
+        [
+            "demo",
+            "--duration",
+            "3s",
+            "--rate",
+            "40",
+            "--users",
+            "50",
+            "--bots",
+            "2",
+            "--seed",
+            "7",
+            "--json",
+            *args,
+        ],
+        env={"TELEMETRY_STREAM_PREFIX": "demo", "TELEMETRY_SHARDS": "2", **env},
+    )
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_demo_with_configured_services_totals_match_influxql(
+    redis_server: RedisServer, influx: tuple[InfluxServer, str]
+) -> None:
+    server, db = influx
+    code, summary = _demo(
+        {
+            "TELEMETRY_REDIS_URL": redis_server.url,
+            "TELEMETRY_INFLUX_URL": server.url,
+            "TELEMETRY_INFLUX_API": "v1",
+            "TELEMETRY_INFLUX_DB": db,
+        }
+    )
+    assert code == 0
+    assert summary["services"]["redis"] == {
+        "kind": "external",
+        "url": redis_server.url,
+        "pid": None,
+        "directory": None,
+    }
+    assert summary["services"]["influx"]["kind"] == "external"
+    sent = summary["events_sent"]
+    # every seed component took part, each at its own rate
+    assert set(sent) == set(CATALOGUE)
+    assert len(set(sent.values())) > 3
+    assert summary["events_total"] == sum(sent.values()) == summary["producer"]["sent"]
+    assert summary["producer"]["dropped"] == 0
+    assert summary["worker"]["events_in"] == summary["events_total"]
+    assert summary["dead_letters"] == {}
+    assert set(summary["risk_levels"]) <= {"LOW", "MEDIUM", "HIGH"} and len(summary["risk_levels"]) >= 2
+    # what InfluxDB holds, asked independently
+    for measurement, events in sent.items():
+        rows = server.query(
+            f'SELECT count("event_count") AS points, sum("event_count") AS events FROM "{measurement}"', db=db
+        )
+        assert len(rows) == 1, measurement
+        assert rows[0]["events"] == events, measurement
+        assert summary["points"][measurement] == {"points": rows[0]["points"], "events": events}
+    risk = server.query('SELECT sum("event_count") FROM "attachment_monitoring" GROUP BY "risk_level"', db=db)
+    assert {row["risk_level"]: row["sum"] for row in risk} == summary["risk_levels"]
+    interventions = server.query('SELECT sum("intervention_provided") FROM "attachment_monitoring"', db=db)
+    assert interventions[0]["sum"] == summary["risk_levels"].get("HIGH", 0)
+    assert summary["worker"]["points_out"] >= sum(p["points"] for p in summary["points"].values())
+    assert "SELECT" in summary["queries"]["influxql"] and "from(bucket:" in summary["queries"]["flux"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_demo_starts_private_servers_and_stops_them() -> None:
+    if not (shutil.which("redis-server") and shutil.which("influxd")):
+        pytest.fail("redis-server and influxd are needed: make services")
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens here: the demo must start its own
+    code, summary = _demo(
+        {"TELEMETRY_REDIS_URL": f"redis://{dead}/0", "TELEMETRY_INFLUX_URL": f"http://{dead}"}
+    )
+    assert code == 0
+    redis_info, influx_info = summary["services"]["redis"], summary["services"]["influx"]
+    assert (redis_info["kind"], influx_info["kind"]) == ("redis-server", "influxd")
+    for info in (redis_info, influx_info):
+        assert _gone(info["pid"]), info
+        assert not Path(info["directory"]).exists()
+    assert all(summary["points"][m]["events"] == n for m, n in summary["events_sent"].items())
+    assert summary["settings"]["influx_api"] == "v1"
+
+
+def test_demo_without_binaries_uses_fakeredis_and_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.demo.services as services
+
+    monkeypatch.setattr(services.shutil, "which", lambda _name: None)
+    dead = f"127.0.0.1:{free_port()}"
+    code, summary = _demo(
+        {"TELEMETRY_REDIS_URL": f"redis://{dead}/0", "TELEMETRY_INFLUX_URL": f"http://{dead}"}
+    )
+    assert code == 0
+    assert summary["services"]["redis"]["kind"] == "fakeredis"
+    assert summary["services"]["influx"]["kind"] == "file"
+    assert not Path(summary["services"]["influx"]["directory"]).exists()
+    assert summary["events_total"] > 0
+    assert {m: p["events"] for m, p in summary["points"].items()} == summary["events_sent"]
+    assert "file" in summary["queries"]
