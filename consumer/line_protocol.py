@@ -31,8 +31,9 @@ MAX_STRING_BYTES: Final = 64 * 1024
 """InfluxDB's limit for a string field value."""
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
-RESERVED_KEYS: Final = frozenset({"time"})
-"""Tag and field keys InfluxDB refuses."""
+RESERVED_KEYS: Final = frozenset({"time", "_field", "_measurement"})
+"""Tag and field keys InfluxDB refuses: ``time`` (every version), ``_field`` and ``_measurement``
+(2.x and later: its data model stores them as columns of those names)."""
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})

@@ -172,6 +172,9 @@ def _handler_for(gateway: InfluxV2Gateway) -> type[BaseHTTPRequestHandler]:
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
+            # One request per connection: after stop() nothing keeps answering on a kept-alive socket.
+            self.send_header("Connection", "close")
+            self.close_connection = True
             self.end_headers()
             if body:
                 self.wfile.write(body)

@@ -241,3 +241,32 @@ def test_closed_sinks_refuse_writes_and_close_is_idempotent(influx: tuple[Influx
         with pytest.raises(Exception, match="closed"):
             sink.write([_p("m", {"f": 1.0})])
         assert sink.write([]).written == 0
+
+
+def test_influxd_rejects_a_reserved_key_and_the_rest_is_written(sink_for: SinkFor) -> None:
+    # (A field "time" beside other fields is dropped silently by influxd 1.6 with a 204: that is
+    # why validation dead-letters reserved keys before they reach a sink.)
+    make, server, db = sink_for
+    tag_time, field_time = _p("m", {"f": 1.0}, 1, time="x"), _p("m", {"time": 1.0}, 3)
+    result = make(db).write([_p("m", {"f": 0.0}, 0), tag_time, _p("m", {"f": 2.0}, 2), field_time])
+    assert result.written == 2
+    assert [point for point, _ in result.rejected] == [tag_time, field_time]
+    assert 'invalid tag key: input tag "time"' in result.rejected[0][1]
+    assert 'invalid field name: input field "time"' in result.rejected[1][1]
+    assert [row["f"] for row in _rows(server, db, "SELECT f FROM m")] == [0.0, 2.0]
+
+
+def test_gateway_ping_and_health(influx_v2: V2) -> None:
+    import json
+    import urllib.request
+
+    gateway, _, db = influx_v2
+    with urllib.request.urlopen(f"{gateway.url}/health", timeout=5) as response:
+        assert (response.status, json.loads(response.read())["status"]) == (200, "pass")
+    sink = InfluxV2Sink(gateway.url, token="t", org="o", bucket=db)
+    assert sink.ping()
+    assert [(r.method, r.path, r.status) for r in gateway.requests] == [
+        ("GET", "/health", 200), ("GET", "/ping", 204)]
+    gateway.stop()
+    assert not sink.ping()
+    sink.close()
