@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import msgpack
 import pytest
 from typer.testing import CliRunner
 
+from consumer.config import WorkerConfig
+from consumer.worker import Worker
 from producers.keys import dlq_key, shard_of_series, stream_key
 from producers.wire import decode_entry
 from tests.cli_harness import make_app
-from tests.services import RedisServer
+from tests.services import InfluxServer, RedisServer
 
 PREFIX = "t"
 SHARDS = 4
@@ -144,3 +147,60 @@ def test_dlq_purge_bad_duration_is_usage_error(letters: RedisServer) -> None:
     assert result.exit_code == 2
     assert "duration" in result.stderr
     assert letters.client().xlen(dlq_key(PREFIX)) == 4
+
+
+def test_dlq_replay_round_trip_through_the_worker(
+    redis_server: RedisServer, influx: tuple[InfluxServer, str]
+) -> None:
+    """A fixed dead letter becomes a point; one that fails again is back in the dead letters, not lost."""
+    server, db = influx
+    client = redis_server.client()
+    now = time.time()
+    good = msgpack.packb(
+        [
+            0,
+            "trust_recovery_telemetry",
+            now - 30,
+            {"bot_name": "elena", "component": "T", "severity": "minor"},
+            {"trust_value": 0.4},
+        ]
+    )
+    future = msgpack.packb(
+        [0, "trust_recovery_telemetry", now + 7200, {"bot_name": "elena"}, {"trust_value": 0.9}]
+    )
+    for reason, payload in (("type_conflict", good), ("from_future", future)):
+        client.xadd(
+            dlq_key(PREFIX),
+            {
+                "reason": reason,
+                "detail": "d",
+                "source": stream_key(PREFIX, 0),
+                "entry_id": "1-0",
+                "index": "0",
+                "payload": payload,
+            },
+        )
+    result = _run(redis_server, "replay", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["replayed"] == 2
+    assert client.xlen(dlq_key(PREFIX)) == 0
+    config = WorkerConfig(
+        redis_url=redis_server.url,
+        stream_prefix=PREFIX,
+        shards=SHARDS,
+        influx_url=server.url,
+        influx_api="v1",
+        influx_db=db,
+        consumer="w1",
+        drain=True,
+        grace_s=0.0,
+        block_ms=50,
+    )
+    worker = Worker(config)
+    assert worker.run() == 0
+    rows = server.query(
+        'SELECT "event_count", "trust_value", "severity" FROM "trust_recovery_telemetry"', db=db
+    )
+    assert [(r["event_count"], r["trust_value"], r["severity"]) for r in rows] == [(1, 0.4, "minor")]
+    back = client.xrange(dlq_key(PREFIX))
+    assert [(f[b"reason"], f[b"payload"]) for _, f in back] == [(b"from_future", future)]
