@@ -5,7 +5,8 @@ small threaded HTTP server: it checks the ``Authorization: Token ...`` header wh
 forwards the body to influxd's ``/write`` (bucket -> db, same precision) and passes status codes
 and error messages back in the v2 error shape (``{"code": ..., "message": ...}``). It can be told
 to answer the next requests with 429/503 (with Retry-After), 401, or anything else, and it
-records every request.
+records every request. ``POST /write`` (v1) is passed through as well, so that scripted failures
+apply to the v1 sink too.
 
 Usage::
 
@@ -97,9 +98,9 @@ class InfluxV2Gateway:
                 self._script.append(ScriptedResponse(status, message or f"scripted {status}", headers))
 
     def writes(self) -> list[RecordedRequest]:
-        """The write requests received, in order."""
+        """The write requests received (v2 and v1), in order."""
         with self._lock:
-            return [r for r in self.requests if r.path == "/api/v2/write"]
+            return [r for r in self.requests if r.path in ("/api/v2/write", "/write")]
 
     # -- request handling (called from the server's threads) --------------------------------
 
@@ -110,6 +111,24 @@ class InfluxV2Gateway:
     def _next_scripted(self) -> ScriptedResponse | None:
         with self._lock:
             return self._script.pop(0) if self._script else None
+
+    def handle_v1_write(self, query: str, headers: dict[str, str],
+                        body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The answer to one ``POST /write`` (v1): scripted, or influxd's own answer."""
+        scripted = self._next_scripted()
+        if scripted is not None:
+            error = json.dumps({"error": scripted.message}).encode()
+            return scripted.status, {"Content-Type": "application/json", **scripted.headers}, error
+        forward = urllib.request.Request(f"{self.influx_url}/write?{query}", data=body, method="POST")
+        if "authorization" in headers:
+            forward.add_header("Authorization", headers["authorization"])
+        try:
+            with urllib.request.urlopen(forward, timeout=30) as response:
+                return response.status, {}, b""
+        except urllib.error.HTTPError as exc:
+            return exc.code, {"Content-Type": "application/json", **_retry_after(exc.headers)}, exc.read()
+        except OSError as exc:
+            return 503, {"Content-Type": "application/json"}, json.dumps({"error": str(exc)}).encode()
 
     def handle_write(self, params: dict[str, str], headers: dict[str, str],
                      body: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -193,11 +212,13 @@ def _handler_for(gateway: InfluxV2Gateway) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             parsed = urllib.parse.urlsplit(self.path)
-            if parsed.path != "/api/v2/write":
-                self._reply(*_v2_error(404, f"path {parsed.path} not found"), body)
-                return
-            params = dict(urllib.parse.parse_qsl(parsed.query))
             headers = {k.lower(): v for k, v in self.headers.items()}
-            self._reply(*gateway.handle_write(params, headers, body), body)
+            if parsed.path == "/write":
+                self._reply(*gateway.handle_v1_write(parsed.query, headers, body), body)
+            elif parsed.path == "/api/v2/write":
+                params = dict(urllib.parse.parse_qsl(parsed.query))
+                self._reply(*gateway.handle_write(params, headers, body), body)
+            else:
+                self._reply(*_v2_error(404, f"path {parsed.path} not found"), body)
 
     return Handler

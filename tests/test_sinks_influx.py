@@ -270,3 +270,32 @@ def test_gateway_ping_and_health(influx_v2: V2) -> None:
     gateway.stop()
     assert not sink.ping()
     sink.close()
+
+
+def test_v1_write_answers_429_and_503_with_retry_after(influx_v2: V2) -> None:
+    gateway, server, db = influx_v2
+    sink = InfluxV1Sink(gateway.url, db=db)
+    point = _p("m", {"f": 1.0})
+    gateway.fail_next(429, retry_after="3")
+    gateway.fail_next(503, retry_after="0.5")
+    with pytest.raises(SinkUnavailable, match="429") as too_many:
+        sink.write([point])
+    with pytest.raises(SinkUnavailable, match="503") as unavailable:
+        sink.write([point])
+    assert (too_many.value.retry_after_s, unavailable.value.retry_after_s) == (3.0, 0.5)
+    assert _rows(server, db, "SELECT f FROM m") == []
+    assert sink.write([point]).written == 1
+    assert [(w.path, w.params["db"], w.status) for w in gateway.writes()] == [
+        ("/write", db, 429), ("/write", db, 503), ("/write", db, 204)]
+    assert _rows(server, db, "SELECT f FROM m") == [{"time": T0, "f": 1.0, "_measurement": "m"}]
+    sink.close()
+
+
+def test_large_writes_go_in_chunks(influx_v2: V2) -> None:
+    gateway, server, db = influx_v2
+    sink = InfluxV2Sink(gateway.url, token="t", org="o", bucket=db, max_batch_points=40)
+    points = [_p("m", {"f": float(i)}, i) for i in range(100)]
+    assert sink.write(points).written == 100
+    assert [w.body.count(b"\n") + 1 for w in gateway.writes()] == [40, 40, 20]
+    assert len(_rows(server, db, "SELECT f FROM m")) == 100
+    sink.close()

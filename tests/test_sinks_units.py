@@ -324,3 +324,13 @@ def test_make_sink_without_a_server(tmp_path: Path) -> None:
 def test_make_sink_configuration_errors(cfg: Cfg, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         make_sink(cfg)
+
+
+def test_bisection_sends_large_writes_in_chunks_and_isolates_within_one() -> None:
+    server = FakeServer({25})
+    result = write_bisecting(server.post, [_p(i) for i in range(50)], max_batch_points=20)
+    assert result.written == 49
+    assert [p.time_ns - T0 for p, _ in result.rejected] == [25]
+    assert server.bodies[:2] == [list(range(20)), list(range(20, 40))]
+    assert server.bodies[-1] == list(range(40, 50))
+    assert server.stored == [i for i in range(50) if i != 25]

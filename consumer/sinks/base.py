@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +34,12 @@ from typing import Final, Protocol, runtime_checkable
 
 from consumer.model import Point
 
+logger = logging.getLogger(__name__)
+
 REJECT_STATUSES: Final = frozenset({400, 413, 422})
 """Statuses that condemn something in the body rather than the server: split and retry halves."""
+MAX_BATCH_POINTS: Final = 5000
+"""Points per request: InfluxDB's advice for line protocol batches; larger writes are sent in chunks."""
 MAX_RETRY_AFTER_S: Final = 3600.0
 """A Retry-After beyond this is treated as this (a broken header must not park the worker)."""
 
@@ -104,15 +109,19 @@ class Sink(Protocol):
         ...
 
 
-def write_bisecting(post: Callable[[Sequence[Point]], None], points: Sequence[Point]) -> WriteResult:
+def write_bisecting(post: Callable[[Sequence[Point]], None], points: Sequence[Point], *,
+                    max_batch_points: int = MAX_BATCH_POINTS) -> WriteResult:
     """Write ``points`` with ``post``, splitting a rejected batch until the bad points are isolated.
 
-    ``post`` sends one body and raises :class:`SinkRejected` when the server refuses it; every
-    other error propagates unchanged (a :class:`SinkUnavailable` in the middle of a split leaves
-    the batch to be retried whole, which is idempotent).
+    ``post`` sends one body of at most ``max_batch_points`` points and raises
+    :class:`SinkRejected` when the server refuses it; every other error propagates unchanged (a
+    :class:`SinkUnavailable` part-way leaves the whole write to be retried, which is idempotent).
+    Cost: one request per chunk when all is well; about ``2 * log2(n)`` more per bad point.
     """
     result = WriteResult(written=0)
-    pending: list[Sequence[Point]] = [points] if points else []
+    # A stack popped from the end: chunks pushed last-first so that points go out in order.
+    pending: list[Sequence[Point]] = [points[start:start + max_batch_points]
+                                      for start in range(0, len(points), max_batch_points)][::-1]
     while pending:
         batch = pending.pop()
         try:
@@ -127,6 +136,9 @@ def write_bisecting(post: Callable[[Sequence[Point]], None], points: Sequence[Po
             pending.append(batch[:middle])
             continue
         result.written += len(batch)
+    if result.rejected:
+        logger.debug("write of %d points: %d rejected, isolated by bisection", len(points),
+                     len(result.rejected))
     return result
 
 

@@ -18,6 +18,7 @@ import urllib3
 from consumer.line_protocol import encode_points
 from consumer.model import Point
 from consumer.sinks.base import (
+    MAX_BATCH_POINTS,
     SinkError,
     SinkUnavailable,
     WriteResult,
@@ -43,13 +44,15 @@ class InfluxV1Sink:
     """
 
     def __init__(self, url: str, *, db: str, rp: str | None = None, user: str | None = None,
-                 password: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 password: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 max_batch_points: int = MAX_BATCH_POINTS) -> None:
         if not db:
             raise ValueError("InfluxDB v1 sink needs a database name (TELEMETRY_INFLUX_DB)")
         self.url = url.rstrip("/")
         self.db = db
         self.rp = rp or None
         self.timeout_s = timeout_s
+        self.max_batch_points = max_batch_points
         params = {"db": db, "precision": "ns"}
         if self.rp:
             params["rp"] = self.rp
@@ -84,7 +87,7 @@ class InfluxV1Sink:
 
     def write(self, points: Sequence[Point]) -> WriteResult:
         """Write ``points``; bad points are isolated by bisection and returned in ``rejected``."""
-        return write_bisecting(self._post, points)
+        return write_bisecting(self._post, points, max_batch_points=self.max_batch_points)
 
     def ping(self) -> bool:
         """``GET /ping`` answers 204 when the server is up."""

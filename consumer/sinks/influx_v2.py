@@ -21,6 +21,7 @@ from influxdb_client.rest import ApiException
 from consumer.line_protocol import encode_points
 from consumer.model import Point
 from consumer.sinks.base import (
+    MAX_BATCH_POINTS,
     SinkError,
     SinkUnavailable,
     WriteResult,
@@ -58,13 +59,14 @@ class InfluxV2Sink:
     """
 
     def __init__(self, url: str, *, token: str | None, org: str, bucket: str,
-                 timeout_ms: int = DEFAULT_TIMEOUT_MS) -> None:
+                 timeout_ms: int = DEFAULT_TIMEOUT_MS, max_batch_points: int = MAX_BATCH_POINTS) -> None:
         if not bucket:
             raise ValueError("InfluxDB v2 sink needs a bucket (TELEMETRY_INFLUX_BUCKET)")
         self.url = url.rstrip("/")
         self.org = org
         self.bucket = bucket
         self.timeout_ms = timeout_ms
+        self.max_batch_points = max_batch_points
         self._client: InfluxDBClient | None = InfluxDBClient(
             url=self.url, token=token or "", org=org, timeout=timeout_ms, retries=False)
         self._write_api: WriteApi | None = self._client.write_api(write_options=SYNCHRONOUS)
@@ -91,7 +93,7 @@ class InfluxV2Sink:
 
     def write(self, points: Sequence[Point]) -> WriteResult:
         """Write ``points``; bad points are isolated by bisection and returned in ``rejected``."""
-        return write_bisecting(self._post, points)
+        return write_bisecting(self._post, points, max_batch_points=self.max_batch_points)
 
     def ping(self) -> bool:
         """``GET /ping``; False when the server does not answer."""
