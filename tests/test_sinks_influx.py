@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -197,7 +201,6 @@ def test_killed_influxd_is_unavailable_then_recovers(influx_server: InfluxServer
     assert not influx_server.is_running()
     assert influx_server.proc is not None and influx_server.proc.returncode == -9
     with pytest.raises(ProcessLookupError):
-        import os
         os.kill(pid, 0)
     with pytest.raises(SinkUnavailable, match="unreachable") as v1_error:
         v1.write([_p("m", {"f": 2.0}, 1)])
@@ -257,9 +260,6 @@ def test_influxd_rejects_a_reserved_key_and_the_rest_is_written(sink_for: SinkFo
 
 
 def test_gateway_ping_and_health(influx_v2: V2) -> None:
-    import json
-    import urllib.request
-
     gateway, _, db = influx_v2
     with urllib.request.urlopen(f"{gateway.url}/health", timeout=5) as response:
         assert (response.status, json.loads(response.read())["status"]) == (200, "pass")
@@ -299,3 +299,14 @@ def test_large_writes_go_in_chunks(influx_v2: V2) -> None:
     assert [w.body.count(b"\n") + 1 for w in gateway.writes()] == [40, 40, 20]
     assert len(_rows(server, db, "SELECT f FROM m")) == 100
     sink.close()
+
+
+def test_v1_writes_into_the_named_retention_policy(influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    server.execute(f'CREATE RETENTION POLICY "week" ON "{db}" DURATION 7d REPLICATION 1')
+    sink = InfluxV1Sink(server.url, db=db, rp="week")
+    now_ns = int(time.time()) * 1_000_000_000  # inside the 7-day policy
+    assert sink.write([Point("m", (), {"f": 1.0}, now_ns)]).written == 1
+    sink.close()
+    assert [row["f"] for row in server.query('SELECT f FROM "week"."m"', db=db)] == [1.0]
+    assert server.query('SELECT f FROM "autogen"."m"', db=db) == []

@@ -49,7 +49,7 @@ class MemorySink:
         self.write_calls = 0
         """Calls to write(), including failed ones."""
         self.batches: list[list[Point]] = []
-        """Every batch accepted (even partly), in order."""
+        """Every batch of which at least one point was stored, as given (rejected points too), in order."""
 
     # -- the Sink protocol ---------------------------------------------------------------------
 
@@ -112,7 +112,8 @@ class MemorySink:
         """Fields of the only point of one series (exact tag set); AssertionError unless exactly one."""
         wanted = tuple(sorted(tags.items()))
         found = [p.fields for p in self.points(measurement) if p.tags == wanted]
-        assert len(found) == 1, f"{len(found)} points for {measurement} {dict(wanted)}"
+        if len(found) != 1:  # raised, not asserted: it must hold under ``python -O`` too
+            raise AssertionError(f"{len(found)} points for {measurement} {dict(wanted)}")
         return found[0]
 
     def series(self, measurement: str | None = None) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
