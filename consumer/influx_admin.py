@@ -251,7 +251,7 @@ def setup_v2(url: str, token: str | None, org: str, plan: SetupPlan) -> list[str
             done = []
             for name, seconds in ((plan.database, plan.seconds("retention")),
                                   (target, plan.seconds("downsample_retention"))):
-                rule = BucketRetentionRules(type="expire", every_seconds=seconds)
+                rule = BucketRetentionRules(type="expire", every_seconds=seconds)  # type: ignore[no-untyped-call]
                 bucket = buckets.find_bucket_by_name(name)
                 if bucket is None:
                     buckets.create_bucket(bucket_name=name, retention_rules=rule, org=org)

@@ -100,7 +100,7 @@ def push_command(
     if not grafana_token:
         typer.echo("telemetry: GRAFANA_TOKEN is not set (a service-account token with Editor role)", err=True)
         raise typer.Exit(EXIT_USAGE)
-    files = dashboard_files(out, flavour)  # type: ignore[arg-type]
+    files = dashboard_files(out, "influxql" if flavour == "influxql" else "flux")
     if not files:
         typer.echo(f"telemetry: no dashboards in {out}: run `telemetry dashboards build`", err=True)
         raise typer.Exit(EXIT_USAGE)
