@@ -128,6 +128,10 @@ class QuantileSketch:
         if self.count == 0:
             return math.nan
         rank = math.floor(q * (self.count - 1))
+        if rank <= 0 and low > -math.inf:
+            return low
+        if rank >= self.count - 1 and high < math.inf:
+            return high
         estimate = self._at_rank(rank)
         return min(max(estimate, low), high)
 
