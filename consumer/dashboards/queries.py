@@ -80,12 +80,16 @@ class Metric:
     def _flux_window(self, fn: str) -> str:
         return f"  |> aggregateWindow(every: {self.every or FLUX_WINDOW}, fn: {fn}, createEmpty: false)"
 
-    def _flux_sum(self, keys: tuple[str, ...]) -> list[str]:
-        """Sum per window (or over the range) within each group of ``keys``."""
+    def _flux_sum(self, keys: tuple[str, ...], *, pivot: bool = False) -> list[str]:
+        """Sum per window (or over the range) within each group of ``keys``.
+
+        Before a pivot over the range, ``_start`` stays in the group key to serve as its row key.
+        """
         if self.over == "window":
             return [f"  |> group(columns: {_flux_columns(keys)})",
                     self._flux_window("sum")]
-        return [f"  |> group(columns: {_flux_columns(('_start', *keys))})", "  |> sum()"]
+        keys = ("_start", *keys) if pivot else keys
+        return [f"  |> group(columns: {_flux_columns(keys)})", "  |> sum()"]
 
     def _flux_divide(self, numerator: str, denominator: str) -> list[str]:
         row = '"_time"' if self.over == "window" else '"_start"'
@@ -153,7 +157,8 @@ class WeightedMean(Metric):
 
     def flux(self) -> str:
         total = self.fields[0] + "_sum"
-        lines = self._flux_source((total, EVENT_COUNT)) + self._flux_sum((*self.group_by, "_field"))
+        lines = self._flux_source((total, EVENT_COUNT))
+        lines += self._flux_sum((*self.group_by, "_field"), pivot=True)
         return "\n".join(lines + self._flux_divide(total, EVENT_COUNT))
 
     def influxql(self) -> str:
@@ -167,7 +172,7 @@ class Ratio(Metric):
 
     def flux(self) -> str:
         numerator, denominator = self.fields
-        lines = self._flux_source(self.fields) + self._flux_sum((*self.group_by, "_field"))
+        lines = self._flux_source(self.fields) + self._flux_sum((*self.group_by, "_field"), pivot=True)
         return "\n".join(lines + self._flux_divide(numerator, denominator))
 
     def influxql(self) -> str:
