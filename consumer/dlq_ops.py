@@ -17,7 +17,7 @@ count it twice, never zero times). Dead letters whose payload is not an event (`
 Usage::
 
     letters = DeadLetters(client, prefix="telemetry", shards=4)
-    for letter in letters.list(reason="too_late"):
+    for letter in letters.records(reason="too_late"):
         print(letter.reason, letter.detail)
     report = letters.replay(reason="type_conflict")
     letters.purge(older_than_s=7 * 86400)
@@ -69,13 +69,23 @@ class DeadLetterRecord:
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` (the payload as the decoded event, else as hex)."""
         doc: dict[str, Any] = {
-            "dlq_id": self.dlq_id, "reason": self.reason, "detail": self.detail, "source": self.source,
-            "entry_id": self.entry_id, "index": self.index, "replayable": self.replayable,
+            "dlq_id": self.dlq_id,
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": self.source,
+            "entry_id": self.entry_id,
+            "index": self.index,
+            "replayable": self.replayable,
         }
         if self.event is not None:
             kind, measurement, ts, tags, fields = self.event
-            doc["event"] = {"kind": kind, "measurement": measurement, "ts": ts, "tags": tags,
-                            "fields": fields}
+            doc["event"] = {
+                "kind": kind,
+                "measurement": measurement,
+                "ts": ts,
+                "tags": tags,
+                "fields": fields,
+            }
         else:
             doc["payload_hex"] = self.payload[:256].hex()
         return doc
@@ -101,9 +111,13 @@ def parse_record(entry: StreamEntry) -> DeadLetterRecord:
         index = None
     payload = fields.get(b"payload") or b""
     return DeadLetterRecord(
-        dlq_id=entry.entry_id, reason=_text(fields.get(b"reason")) or "unknown",
-        detail=_text(fields.get(b"detail")), source=_text(fields.get(b"source")),
-        entry_id=_text(fields.get(b"entry_id")), index=index, payload=payload,
+        dlq_id=entry.entry_id,
+        reason=_text(fields.get(b"reason")) or "unknown",
+        detail=_text(fields.get(b"detail")),
+        source=_text(fields.get(b"source")),
+        entry_id=_text(fields.get(b"entry_id")),
+        index=index,
+        payload=payload,
         event=_decode_event(payload) if payload else None,
     )
 
@@ -126,8 +140,9 @@ class ReplayReport:
 class DeadLetters:
     """List, replay and purge the dead letters of one pipeline."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, shards: int,
-                 stream_maxlen: int = DEFAULT_STREAM_MAXLEN) -> None:
+    def __init__(
+        self, client: redis.Redis, *, prefix: str, shards: int, stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.shards = shards
@@ -135,8 +150,9 @@ class DeadLetters:
         self.key = dlq_key(prefix)
         self._admin = StreamAdmin(client, prefix=prefix, shards=shards, group="")
 
-    def iter_records(self, *, reason: str | None = None,
-                     limit: int | None = None) -> Iterator[DeadLetterRecord]:
+    def iter_records(
+        self, *, reason: str | None = None, limit: int | None = None
+    ) -> Iterator[DeadLetterRecord]:
         """Dead letters oldest first, optionally only one ``reason``, at most ``limit``."""
         yielded = 0
         for entry in self._admin.iter_range(self.key):
@@ -148,7 +164,7 @@ class DeadLetters:
             if limit is not None and yielded >= limit:
                 return
 
-    def list(self, *, reason: str | None = None, limit: int | None = None) -> list[DeadLetterRecord]:
+    def records(self, *, reason: str | None = None, limit: int | None = None) -> list[DeadLetterRecord]:
         """:meth:`iter_records` as a list."""
         return list(self.iter_records(reason=reason, limit=limit))
 
@@ -175,8 +191,9 @@ class DeadLetters:
             self._send(shard, batch, sequences, report)
         return report
 
-    def _send(self, shard: int, batch: list[DeadLetterRecord], sequences: dict[int, int],
-              report: ReplayReport) -> None:
+    def _send(
+        self, shard: int, batch: list[DeadLetterRecord], sequences: dict[int, int], report: ReplayReport
+    ) -> None:
         report.replayed += len(batch)
         report.by_shard[shard] = report.by_shard.get(shard, 0) + len(batch)
         if report.dry_run:
@@ -185,8 +202,12 @@ class DeadLetters:
         # The original bytes of each event, under one array header: nothing is re-encoded.
         payload = msgpack.Packer().pack_array_header(len(batch)) + b"".join(r.payload for r in batch)
         fields = encode_entry(report.producer_id, sequences[shard], payload, len(batch))
-        entry_id = self.client.xadd(stream_key(self.prefix, shard), fields,  # type: ignore[arg-type]
-                                    maxlen=self.stream_maxlen, approximate=True)
+        entry_id = self.client.xadd(
+            stream_key(self.prefix, shard),
+            fields,
+            maxlen=self.stream_maxlen,
+            approximate=True,
+        )
         report.entries.append(_text(entry_id) if isinstance(entry_id, bytes) else str(entry_id))
         # Only now that the events are back in a shard stream may their dead letters go.
         self.client.xdel(self.key, *[r.dlq_id for r in batch])

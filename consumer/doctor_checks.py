@@ -68,19 +68,44 @@ class CheckResult:
 class DoctorConfig(Protocol):
     """The settings doctor reads (``consumer.config.WorkerConfig`` has them all)."""
 
-    redis_url: str
-    stream_prefix: str
-    shards: int
-    group: str
-    influx_url: str
-    influx_api: str
-    influx_token: str | None
-    influx_org: str
-    influx_bucket: str
-    influx_db: str | None
-    influx_rp: str | None
-    influx_user: str | None
-    influx_password: str | None
+    @property
+    def redis_url(self) -> str: ...
+
+    @property
+    def stream_prefix(self) -> str: ...
+
+    @property
+    def shards(self) -> int: ...
+
+    @property
+    def group(self) -> str: ...
+
+    @property
+    def influx_url(self) -> str: ...
+
+    @property
+    def influx_api(self) -> str: ...
+
+    @property
+    def influx_token(self) -> str | None: ...
+
+    @property
+    def influx_org(self) -> str: ...
+
+    @property
+    def influx_bucket(self) -> str: ...
+
+    @property
+    def influx_db(self) -> str | None: ...
+
+    @property
+    def influx_rp(self) -> str | None: ...
+
+    @property
+    def influx_user(self) -> str | None: ...
+
+    @property
+    def influx_password(self) -> str | None: ...
 
 
 class ProbeError(Exception):
@@ -178,7 +203,7 @@ class V2Probe:
     """InfluxDB 2.x API through influxdb-client (``/ping``, buckets API, Flux)."""
 
     def __init__(self, config: DoctorConfig, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
 
         self.bucket = config.influx_bucket
         self.org = config.influx_org

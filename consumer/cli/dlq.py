@@ -64,7 +64,7 @@ def list_command(reason: Reason = None,
     """Dead letters, oldest first, with reason, detail, source position and the original event."""
     config, letters = _letters(redis_url, stream_prefix, shards)
     with redis_errors(config):
-        records = letters.list(reason=reason, limit=limit)
+        records = letters.records(reason=reason, limit=limit)
         counts = letters.counts()
     if as_json:
         print_json({"total": sum(counts.values()), "by_reason": counts,

@@ -54,10 +54,10 @@ def connect_redis(config: WorkerConfig, *, timeout_s: float = 5.0) -> redis.Redi
     url = config.redis_url
     try:
         if url.startswith("redis+cluster://"):
-            cluster = redis.RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
+            cluster: Any = redis.RedisCluster.from_url("redis://" + url.removeprefix("redis+cluster://"),
                                                   socket_timeout=timeout_s,
                                                   socket_connect_timeout=timeout_s)
-            return cluster  # type: ignore[return-value]  # same command surface for our use
+            return cluster  # type: ignore[no-any-return]  # same command surface for our use
         return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     except (ValueError, redis.RedisError) as exc:
         fail(f"configuration error: TELEMETRY_REDIS_URL={url!r}: {exc}", EXIT_USAGE)

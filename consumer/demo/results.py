@@ -44,7 +44,7 @@ def _v1_counts(config: WorkerConfig, measurements: Sequence[str]) -> dict[str, d
 
 
 def _v2_counts(config: WorkerConfig, measurements: Sequence[str]) -> dict[str, dict[str, int]]:
-    from influxdb_client import InfluxDBClient
+    from influxdb_client.client.influxdb_client import InfluxDBClient
 
     names = json.dumps(list(measurements))
     base = (
