@@ -281,8 +281,15 @@ def _ensure_task(client: Any, org: str, name: str, flux: str, every: str) -> str
         task.flux = flux
         tasks.update_task(task)
         return f"updated task {name!r}"
-    organization = client.organizations_api().find_organizations(org=org)[0]
-    tasks.create_task_every(name, flux, every, organization)
+    from influxdb_client.domain.task_create_request import TaskCreateRequest
+
+    organizations = client.organizations_api().find_organizations(org=org)
+    if not organizations:
+        raise InfluxAdminError(f"organization {org!r} not found: set TELEMETRY_INFLUX_ORG")
+    # The script carries its own ``option task`` (name, every); create_task_every would add another.
+    request = TaskCreateRequest(flux=flux, org_id=organizations[0].id, status="active",  # type: ignore[no-untyped-call]
+                                description="telemetry downsampling")
+    tasks.create_task(task_create_request=request)
     return f"created task {name!r} (every {every})"
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -112,3 +118,91 @@ def test_a_bad_duration_is_a_usage_error(influx: tuple[InfluxServer, str]) -> No
     result = _setup(server, db, "--retention", "forever")
     assert result.exit_code == 2 and "--retention" in result.output
     assert "raw" not in _policies(server, db)
+
+
+class FakeInfluxV2:
+    """Just enough of InfluxDB 2's API (orgs, buckets, tasks) for setup, recording every call."""
+
+    ORG_ID = "0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, dict[str, Any]] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        self.calls.append((method, path))
+        if path == "/api/v2/orgs":
+            return 200, {"orgs": [{"id": self.ORG_ID, "name": "whisperengine"}]}
+        if path == "/api/v2/buckets" and method == "GET":
+            found = [b for b in self.buckets.values() if b["name"] == query.get("name")]
+            return 200, {"buckets": found}
+        if path == "/api/v2/buckets" and method == "POST":
+            bucket = {**body, "id": f"b{len(self.buckets):015d}", "type": "user"}
+            self.buckets[bucket["id"]] = bucket
+            return 201, bucket
+        if path.startswith("/api/v2/buckets/") and method == "PATCH":
+            bucket = self.buckets[path.rsplit("/", 1)[1]]
+            bucket["retentionRules"] = body["retentionRules"]
+            return 200, bucket
+        if path == "/api/v2/tasks" and method == "GET":
+            return 200, {"tasks": [t for t in self.tasks.values() if t["name"] == query.get("name")]}
+        if path == "/api/v2/tasks" and method == "POST":
+            name = re.search(r'option task = \{name: "([^"]+)"', body["flux"]).group(1)  # type: ignore[union-attr]
+            task = {"id": f"t{len(self.tasks):015d}", "name": name, "orgID": body["orgID"],
+                    "flux": body["flux"], "status": body.get("status", "active")}
+            self.tasks[task["id"]] = task
+            return 201, task
+        return 404, {"code": "not found", "message": f"{method} {path}"}
+
+
+@pytest.fixture
+def fake_v2() -> Iterator[tuple[FakeInfluxV2, str]]:
+    fake = FakeInfluxV2()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            parts = urllib.parse.urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            query = dict(urllib.parse.parse_qsl(parts.query))
+            status, answer = fake.handle(self.command, parts.path, query, body)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = _handle
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_v2_setup_creates_buckets_with_retention_and_a_downsampling_task(
+        fake_v2: tuple[FakeInfluxV2, str]) -> None:
+    fake, url = fake_v2
+    env = {"TELEMETRY_INFLUX_URL": url, "TELEMETRY_INFLUX_API": "v2", "TELEMETRY_INFLUX_TOKEN": "t0k",
+           "TELEMETRY_INFLUX_BUCKET": "whisperengine"}
+    result = CliRunner().invoke(app, ["influx", "setup"], env=env)
+    assert result.exit_code == 0, result.output
+    rules = {b["name"]: b["retentionRules"] for b in fake.buckets.values()}
+    assert rules == {"whisperengine": [{"type": "expire", "everySeconds": 30 * 86400}],
+                     "whisperengine_1h": [{"type": "expire", "everySeconds": 400 * 86400}]}
+    [task] = fake.tasks.values()
+    assert task["name"] == "downsample whisperengine 1h" and task["orgID"] == FakeInfluxV2.ORG_ID
+    assert task["flux"].count("option task") == 1 and 'to(bucket: "whisperengine_1h"' in task["flux"]
+    again = CliRunner().invoke(app, ["influx", "setup", "--retention", "7d"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "updated bucket whisperengine" in again.output and "already right" in again.output
+    assert len(fake.tasks) == 1 and len(fake.buckets) == 2
+    assert fake.buckets["b000000000000000"]["retentionRules"][0]["everySeconds"] == 7 * 86400
