@@ -7,6 +7,7 @@ Uses the configured Redis and InfluxDB when they answer, else starts private one
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Annotated
 
 import typer
@@ -74,6 +75,7 @@ def demo_command(
     influx_api: Annotated[
         str | None, typer.Option("--influx-api", show_default=False, help="[env TELEMETRY_INFLUX_API]")
     ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show the worker's log")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a realistic bot workload through producer, Redis, worker and InfluxDB; no set-up needed."""
@@ -94,6 +96,9 @@ def demo_command(
         duration_s=duration_s, rate=rate, users=users, bots=bots, seed=seed, live=not as_json
     )
     console = Console(stderr=as_json)
+    if not verbose:
+        # The worker logs every shard it takes; the progress view already says what happens.
+        logging.getLogger("consumer").setLevel(logging.WARNING)
     try:
         summary = run_demo(config, options, console)
     except (OSError, RuntimeError) as exc:

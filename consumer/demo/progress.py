@@ -99,8 +99,9 @@ class Progress:
         risk = ", ".join(f"{level} {n}" for level, n in sorted(self.workload.risk_levels.items()))
         status = Text.from_markup(
             f"[bold]{self._phase}[/bold]  {self._elapsed:5.1f}s / {duration:g}s   "
-            f"messages {self.workload.messages:,}   producer: sent {stats.get('sent', 0):,} "
-            f"buffered {stats.get('buffered', 0):,} dropped {stats.get('dropped', 0):,}\n"
+            f"messages {self.workload.messages:,}\n"
+            f"producer: sent {stats.get('sent', 0):,}  buffered {stats.get('buffered', 0):,}  "
+            f"dropped {stats.get('dropped', 0):,}\n"
             f"worker: events in {totals.get('events_in', 0):,}  points out {totals.get('points_out', 0):,}  "
             f"dead letters {totals.get('dead_letters', 0):,}  waiting entries {self._lag()}\n"
             f"attachment risk levels: {risk or '-'}"
