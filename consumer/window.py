@@ -94,7 +94,7 @@ from consumer.validate import (
 
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 _floor: Final = math.floor
 QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
 
@@ -117,10 +117,13 @@ class _Series:
 
 
 class _Window:
-    __slots__ = ("dirty", "flushed", "index", "per_measurement", "series")
+    __slots__ = ("blob", "dirty", "flushed", "index", "per_measurement", "series")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        # this window's encoded snapshot while it is unchanged: a checkpoint re-encodes only the
+        # windows touched since the previous one (mostly the current one), not the whole lateness
+        self.blob: bytes | None = None
         self.series: dict[SeriesKey, _Series] = {}
         self.dirty: set[_Series] = set()  # identity-hashed: cheaper than hashing the key again
         self.per_measurement: dict[str, int] = {}
@@ -310,6 +313,7 @@ class ShardWindows:
             window = self._windows[index] = _Window(index)
         elif window.flushed:
             self.late_events += 1
+        window.blob = None
         key = (event.measurement, tuple(sorted(event.tags.items())))
         series = window.series.get(key)
         if series is None:
@@ -408,6 +412,7 @@ class ShardWindows:
     def _collect(self, window: _Window, flush: Flush) -> None:
         time_ns = window.index * self._window_ns
         window.flushed = True
+        window.blob = None
         for series in window.dirty:
             key = series.key
             fields: dict[str, FieldValue] = {EVENT_COUNT_FIELD: series.count}
@@ -419,6 +424,7 @@ class ShardWindows:
     def commit(self, flush: Flush) -> None:
         """The sink has stored ``flush.points``: mark them clean unless recorded into since."""
         for window, series, version in flush._marks:
+            window.blob = None
             if version > series.committed:
                 series.committed = version
             if series.version == series.committed:
@@ -439,10 +445,9 @@ class ShardWindows:
         windows = []
         for index in sorted(self._windows):
             window = self._windows[index]
-            series = [[key[0], [item for pair in key[1] for item in pair], s.count, s.version, s.committed,
-                       {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
-                      for key, s in window.series.items()]
-            windows.append([index, window.flushed, series])
+            if window.blob is None:
+                window.blob = _encode_window(window)
+            windows.append(window.blob)
         state = {
             "v": SNAPSHOT_VERSION,
             "wm": self.watermark,
@@ -467,8 +472,9 @@ class ShardWindows:
             measurement = windows._measurements[name] = _Measurement(name)
             for field_name, code in registry.items():
                 measurement.register(field_name, code)
-        for index, flushed, series_list in state["win"]:
-            windows._windows[index] = _restore_window(index, flushed, series_list)
+        for blob in state["win"]:
+            window = _decode_window(blob)
+            windows._windows[window.index] = window
         return windows
 
 
@@ -496,8 +502,17 @@ def _pairs(flat: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(zip(items[0::2], items[1::2], strict=True))
 
 
-def _restore_window(index: int, flushed: bool, series_list: list[Any]) -> _Window:
+def _encode_window(window: _Window) -> bytes:
+    series = [[key[0], [item for pair in key[1] for item in pair], s.count, s.version, s.committed,
+               {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
+              for key, s in window.series.items()]
+    return msgpack.packb([window.index, window.flushed, series], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _decode_window(blob: bytes) -> _Window:
+    index, flushed, series_list = msgpack.unpackb(blob, raw=False, strict_map_key=False)
     window = _Window(index)
+    window.blob = blob
     window.flushed = flushed
     for measurement, flat_tags, count, version, committed, fields in series_list:
         key = (measurement, _pairs(flat_tags))

@@ -241,3 +241,14 @@ def test_overflow_is_per_window() -> None:
     assert sorted((p.time_ns, p.tags) for p in w.collect_all().points) == [
         (int(T0) * NS, (("user_id", "__overflow__"),)), (int(T0) * NS, (("user_id", "a"),)),
         ((int(T0) + 10) * NS, (("user_id", "b"),))]
+
+
+def test_snapshot_between_collect_and_commit_then_after_commit() -> None:
+    w = windows()
+    w.record(ev(0, {"x": 1.0}, T0 + 1), T0)
+    flush = w.collect_all()
+    during = ShardWindows.restore(w.snapshot(), **CONFIG)
+    w.commit(flush)
+    after = ShardWindows.restore(w.snapshot(), **CONFIG)
+    assert (during.dirty_count, after.dirty_count) == (1, 0)
+    assert len(during.collect_all()) == 1 and len(after.collect_all()) == 0
