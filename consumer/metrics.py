@@ -36,7 +36,7 @@ class Metrics:
         self.stale_after_s = stale_after_s
         self._last_beat = time.monotonic()
         self._counters: dict[str, Counter] = {}
-        self.dead_letters = Counter("telemetry_worker_dead_letters", "Dead letters by reason",
+        self.dead_letters = Counter("telemetry_worker_dead_letters_by_reason", "Dead letters by reason",
                                     ["shard", "reason"], registry=self.registry)
         self.gauges = {
             name: Gauge(f"telemetry_worker_{name}", f"Current {name.replace('_', ' ')}", ["shard"],

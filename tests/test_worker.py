@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from typing import Any
 
+import msgpack
+import pytest
 import redis
 
 from consumer.config import WorkerConfig
@@ -75,3 +79,224 @@ def test_drain_aggregates_every_window_and_exits(redis_server: RedisServer) -> N
         assert client.xpending(stream_key(PREFIX, shard), "aggregator")["pending"] == 0
         assert client.xlen(stream_key(PREFIX, shard)) == 0
         assert client.hget(f"{PREFIX}:{{{shard}}}:state", "last_id") is not None
+
+
+def _dead_letters(client: redis.Redis) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in client.xrange(f"{PREFIX}:dlq")]
+
+
+POISON = [
+    # (event, expected reason)
+    ((0, "m\nx", 0.0, {}, {"f": 1.0}), "invalid_name"),
+    ((0, "m", 0.0, {"k": "ends\\"}, {"f": 1.0}), "invalid_name"),
+    ((0, "", 0.0, {}, {"f": 1.0}), "invalid_name"),
+    ((0, "m", 0.0, {}, {"f": float("nan")}), "invalid_value"),
+    ((0, "m", 0.0, {}, {"f": float("-inf")}), "invalid_value"),
+    ((0, "m", 0.0, {}, {"s": "x" * 1_000_000}), "invalid_value"),
+    ((0, "m", 0.0, {}, {"f": "now a string"}), "type_conflict"),
+    ((0, "m", 0.0, {}, {"g": 1.0, "g_min": 2.0}), "field_clash"),
+    ((0, "m", -3600.0 * 24, {}, {"f": 1.0}), "too_late"),
+    ((0, "m", 3600.0, {}, {"f": 1.0}), "from_future"),
+    ((9, "m", 0.0, {}, {"f": 1.0}), "invalid_event"),
+]
+
+
+def test_each_poison_input_is_one_dead_letter_and_the_rest_arrives(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    producer = Producer(client, shards=1)
+    t0 = _now_based(0)
+    good = [(0, "m", t0 + 1, {}, {"f": 1.0}), (0, "m", t0 + 2, {"sp ace,=\"q\"": "v a,l=ue"}, {"f": 2.0})]
+    poison = [(event[0], event[1], t0 + 3 + event[2], event[3], event[4]) for event, _ in POISON]
+    producer.send([good[0], *poison, good[1]])
+    truncated = encode_entry("badbadbadbadbad1", 1, encode_events([good[0]])[:-3], 1)
+    truncated_id = client.xadd(stream_key(PREFIX, 0), truncated).decode()  # type: ignore[arg-type]
+    future_format = {**encode_entry("badbadbadbadbad2", 1, encode_events([good[0]]), 1), b"v": b"99"}
+    client.xadd(stream_key(PREFIX, 0), future_format)  # type: ignore[arg-type]
+    sink = MemorySink()
+    worker = Worker(_config(redis_server, shards=1), sink=sink)
+    assert worker.run() == 0
+    letters = _dead_letters(client)
+    assert [letter[b"reason"].decode() for letter in letters] == [
+        reason for _, reason in POISON] + ["undecodable", "unknown_version"]
+    assert [int(letter[b"index"]) for letter in letters[:len(POISON)]] == list(range(1, len(POISON) + 1))
+    assert letters[len(POISON)][b"entry_id"].decode() == truncated_id
+    assert msgpack.unpackb(letters[0][b"payload"], raw=False)[1] == "m\nx"
+    nasty = (("sp ace,=\"q\"", "v a,l=ue"),)
+    assert {p.tags: p.fields["event_count"] for p in sink.points("m")} == {(): 1, nasty: 1}
+    assert worker.stats.totals["dead_letters"] == len(POISON) + 2
+    assert worker.stats.totals["dead_letters_invalid_name"] == 3
+
+
+def test_a_repeated_batch_is_counted_once(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    t0 = _now_based(0)
+    fields = encode_entry("feedfeedfeedfeed", 7, encode_events([(1, "c", t0 + 1, {}, {"n": 1})]), 1)
+    for _ in range(3):                               # a producer retrying an XADD it saw no reply for
+        client.xadd(stream_key(PREFIX, 0), fields)  # type: ignore[arg-type]
+    sink = MemorySink()
+    worker = Worker(_config(redis_server, shards=1), sink=sink)
+    worker.run()
+    assert sink.fields("c") == {"event_count": 1, "n": 1}
+    assert worker.stats.totals["duplicates"] == 2
+
+
+def _uninterrupted(server: RedisServer, send: Any) -> list[Point]:
+    client = server.client()
+    client.flushall()
+    send(Producer(client))
+    sink = MemorySink()
+    Worker(_config(server), sink=sink).run()
+    client.flushall()
+    return sink.points()
+
+
+def _data(points: list[Point]) -> list[Point]:
+    return [point for point in points if point.measurement != "telemetry_pipeline"]
+
+
+def _workload(part: int) -> Any:
+    t0 = _now_based(0)
+
+    def send(producer: Producer) -> None:
+        for i in range(40 * part, 40 * (part + 1)):
+            producer.send([(0, "m", t0 + i % 37, {"u": f"u{i % 3}"}, {"x": float(i), "s": f"v{i}"}),
+                           (3, "lat", t0 + i % 23, {}, {"ms": float(i % 11)}),
+                           (1, "c", t0 + i % 29, {"k": "v"}, {"n": i})])
+    return send
+
+
+def test_takeover_after_a_crash_gives_identical_points(redis_server: RedisServer) -> None:
+    expected = _uninterrupted(redis_server, lambda p: (_workload(0)(p), _workload(1)(p)))
+    client = redis_server.client()
+    producer = Producer(client)
+    _workload(0)(producer)
+    first_sink = MemorySink()
+    crashed = Worker(_config(redis_server, drain=False, checkpoint_interval_s=0.001, read_count=7,
+                             consumer="crashed"), sink=first_sink)
+    for _ in range(4):                               # some entries checkpointed...
+        crashed.poll_once()
+    crashed.config = dataclasses.replace(crashed.config, checkpoint_interval_s=3600.0)
+    for _ in range(2):                               # ...some only read
+        crashed.poll_once()
+    assert any(client.exists(f"{PREFIX}:{{{s}}}:state") for s in range(2))
+    assert sum(client.xpending(stream_key(PREFIX, s), "aggregator")["pending"] for s in range(2)) > 0
+    assert first_sink.points()                       # and some points written
+    for shard in range(2):                           # the crashed worker's leases expire
+        client.delete(f"{PREFIX}:{{{shard}}}:lease")
+    client.hdel(f"{PREFIX}:workers", "crashed")
+    _workload(1)(producer)
+    second_sink = MemorySink()
+    for batch in first_sink.batches:                 # what the crashed worker wrote stays written
+        second_sink.write(batch)
+    Worker(_config(redis_server, consumer="successor"), sink=second_sink).run()
+    assert _data(second_sink.points()) == _data(expected)
+    assert len(_data(expected)) == 18
+
+
+def test_a_stale_owner_is_fenced_and_drops_the_shard(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    Producer(client, shards=1).send([(1, "c", _now_based(1), {}, {"n": 1})])
+    stale = Worker(_config(redis_server, shards=1, drain=False, consumer="stale"), sink=MemorySink())
+    stale.poll_once()
+    assert list(stale.shards) == [0]
+    client.delete(f"{PREFIX}:{{0}}:lease")           # paused past its lease...
+    client.set(f"{PREFIX}:{{0}}:lease", "other:99")  # ...and another worker took the shard
+    state = stale.shards[0]
+    state.dirty = True
+    stale._checkpoint(state)
+    assert stale.shards == {}
+    assert client.exists(f"{PREFIX}:{{0}}:state") == 0
+    assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 1
+
+
+def test_sink_outage_keeps_windows_then_catches_up(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    producer = Producer(client, shards=1)
+    t0 = _now_based(0)
+    producer.send([(1, "c", t0 + 1, {}, {"n": 1}), (1, "c", t0 + 11, {}, {"n": 1})])
+    producer.send([(1, "c", t0 + 2, {}, {"n": 1})])
+    sink = MemorySink()
+    sink.down = True
+    worker = Worker(_config(redis_server, shards=1, checkpoint_interval_s=0.001), sink=sink)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while worker.stats.totals["write_errors"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker.stats.totals["write_errors"] >= 3           # it is retrying...
+    assert runner.is_alive()
+    assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 2   # ...nothing acked
+    assert sink.points("c") == []
+    sink.down = False
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert [p.fields["n"] for p in sink.points("c")] == [2, 1]
+    assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 0
+
+
+def test_stop_during_an_outage_checkpoints_and_returns(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    Producer(client, shards=1).send([(1, "c", _now_based(1), {}, {"n": 4})])
+    sink = MemorySink()
+    sink.down = True
+    worker = Worker(_config(redis_server, shards=1), sink=sink)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    while worker.stats.totals["write_errors"] < 1:
+        time.sleep(0.05)
+    worker.stop()
+    runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 0   # covered by the state
+    sink.down = False
+    successor = MemorySink()
+    Worker(_config(redis_server, shards=1, consumer="w2"), sink=successor).run()
+    assert successor.fields("c") == {"event_count": 1, "n": 4}
+
+
+def test_redis_losing_its_data_is_reported_and_survived(redis_server: RedisServer,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    client = redis_server.client()
+    producer = Producer(client, shards=1)
+    t0 = _now_based(0)
+    producer.send([(1, "c", t0 + 1, {}, {"n": 1})])
+    sink = MemorySink()
+    worker = Worker(_config(redis_server, shards=1, drain=False, checkpoint_interval_s=0.001), sink=sink)
+    worker.poll_once()
+    worker.poll_once()
+    client.flushall()                                # Redis restarted empty
+    producer.send([(1, "c", t0 + 2, {}, {"n": 10})])
+    worker.poll_once()                               # notices, recreates the group
+    worker.config = _config(redis_server, shards=1)
+    worker._next_maintenance = 0.0
+    assert worker.run() == 0
+    assert sink.fields("c") == {"event_count": 2, "n": 11}
+    assert worker.stats.totals["redis_resets"] >= 1
+    assert sum("came back without" in r.getMessage() for r in caplog.records if r.levelname == "ERROR") == 1
+
+
+def test_entries_lost_to_the_length_cap_are_reported(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    producer = Producer(client, shards=1)
+    t0 = _now_based(0)
+    for i in range(5):
+        producer.send([(1, "c", t0 + 1, {}, {"n": i})])
+    client.xtrim(stream_key(PREFIX, 0), maxlen=2, approximate=False)
+    sink = MemorySink()
+    worker = Worker(_config(redis_server, shards=1), sink=sink)
+    worker.run()
+    assert sink.fields("c") == {"event_count": 2, "n": 7}
+    assert worker.stats.totals["lost_entries"] == 3
+
+
+def test_self_telemetry_points_go_through_the_sink(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    Producer(client, shards=1).send([(0, "m", _now_based(1), {}, {"f": float("nan")}),
+                                     (1, "c", _now_based(1), {}, {"n": 1})])
+    sink = MemorySink()
+    Worker(_config(redis_server, shards=1, consumer="w9"), sink=sink).run()
+    [point] = sink.points("telemetry_pipeline")
+    assert point.tags == (("shard", "0"), ("worker", "w9"))
+    fields = point.fields
+    assert (fields["events_in"], fields["dead_letters"], fields["dead_letters_invalid_value"],
+            fields["points_out"]) == (1, 1, 1, 1)
