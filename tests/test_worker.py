@@ -154,8 +154,7 @@ def _data(points: list[Point]) -> list[Point]:
     return [point for point in points if point.measurement != "telemetry_pipeline"]
 
 
-def _workload(part: int) -> Any:
-    t0 = _now_based(0)
+def _workload(part: int, t0: float) -> Any:
 
     def send(producer: Producer) -> None:
         for i in range(40 * part, 40 * (part + 1)):
@@ -166,10 +165,11 @@ def _workload(part: int) -> Any:
 
 
 def test_takeover_after_a_crash_gives_identical_points(redis_server: RedisServer) -> None:
-    expected = _uninterrupted(redis_server, lambda p: (_workload(0)(p), _workload(1)(p)))
+    t0 = _now_based(0)
+    expected = _uninterrupted(redis_server, lambda p: (_workload(0, t0)(p), _workload(1, t0)(p)))
     client = redis_server.client()
     producer = Producer(client)
-    _workload(0)(producer)
+    _workload(0, t0)(producer)
     first_sink = MemorySink()
     crashed = Worker(_config(redis_server, drain=False, checkpoint_interval_s=0.001, read_count=7,
                              consumer="crashed"), sink=first_sink)
@@ -184,7 +184,7 @@ def test_takeover_after_a_crash_gives_identical_points(redis_server: RedisServer
     for shard in range(2):                           # the crashed worker's leases expire
         client.delete(f"{PREFIX}:{{{shard}}}:lease")
     client.hdel(f"{PREFIX}:workers", "crashed")
-    _workload(1)(producer)
+    _workload(1, t0)(producer)
     second_sink = MemorySink()
     for batch in first_sink.batches:                 # what the crashed worker wrote stays written
         second_sink.write(batch)
