@@ -72,7 +72,11 @@ def _link_url(link: Link, flavour: Flavour, table: bool) -> str:
 def _target(target: Target, flavour: Flavour, uid: str, table: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"refId": target.ref_id, "datasource": _datasource(uid), "hide": target.hidden}
     if flavour == "flux":
-        body["query"] = target.metric.flux()
+        query = target.metric.flux()
+        # A table wants one frame whose tags are columns (the links read ${__data.fields.<tag>}).
+        if table and not query.endswith("|> group()"):
+            query += "\n  |> group()"
+        body["query"] = query
     else:
         body.update(query=target.metric.influxql(), rawQuery=True,
                     resultFormat="table" if table else "time_series")
@@ -105,6 +109,9 @@ def _field_defaults(panel: Panel, flavour: Flavour) -> dict[str, Any]:
     for key, value in (("min", panel.minimum), ("max", panel.maximum), ("decimals", panel.decimals)):
         if value is not None:
             defaults[key] = value
+    if len(panel.targets) == 1 and len(panel.targets[0].metric.group_by) == 1 and not panel.table_format:
+        # one series per tag value: name it by the value ("HIGH"), not by field and labels
+        defaults["displayName"] = f"${{__field.labels.{panel.targets[0].metric.group_by[0]}}}"
     if panel.links:
         defaults["links"] = [{"title": link.title, "url": _link_url(link, flavour, panel.table_format)}
                              for link in panel.links]
