@@ -106,6 +106,10 @@ def test_variables_and_drill_down_links() -> None:
         assert "var-user_id=${__data.fields.user_id}" in links["Users by checks"][0]["url"]
     flux = _load("learning_system_telemetry.json")
     assert next(v for v in flux["templating"]["list"] if v["name"] == "bucket")["query"] == "whisperengine"
+    table = next(p for p in _panels(flux) if p["title"] == "Users by checks")
+    assert table["targets"][0]["query"].endswith("|> group()")   # one frame: user_id is a column
+    pie = next(p for p in _panels(flux) if p["title"] == "Risk level distribution")
+    assert pie["fieldConfig"]["defaults"]["displayName"] == "${__field.labels.risk_level}"
     detail = {v["name"] for v in _load("learning_user_detail.json")["templating"]["list"]}
     assert {"bot_name", "user_id", "risk_level"} <= detail
 
