@@ -275,3 +275,17 @@ def test_validate_runs_influxql_against_the_server(loaded: Loaded, tmp_path: Pat
             (broken / path.relative_to(COMMITTED)).write_text(text)
     problems = validate(broken, influx=target).problems
     assert len(problems) == 1 and "summ" in problems[0]
+
+
+def test_feature_adoption_sides_divide_to_runs_per_message(loaded: Loaded) -> None:
+    runs = loaded.run(_panel_query(LEARNING, "Feature adoption", "learning_moments_runs"))
+    messages = loaded.run(_panel_query(LEARNING, "Feature adoption", "messages"))
+    by_time = {r["time"]: r["messages"] for r in messages}
+    ratios = {r["time"]: r["runs"] / by_time[r["time"]] for r in runs}   # what $A / $B computes
+    expected_runs: dict[int, int] = defaultdict(int)
+    expected_messages: dict[int, int] = defaultdict(int)
+    for ts, _, count, _ in loaded.detections:
+        expected_runs[int(ts // BUCKET_S * BUCKET_S)] += count
+    for c in loaded.checks:
+        expected_messages[int(c.ts // BUCKET_S * BUCKET_S)] += 1
+    assert ratios == {t: expected_runs[t] / expected_messages[t] for t in expected_runs}
