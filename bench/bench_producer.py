@@ -1,0 +1,397 @@
+"""The producer side by side with what a bot author would use instead, on one machine, in one run.
+
+What is measured, for one event of the seed's ``attachment_monitoring`` shape (3 tags, 5 fields):
+
+* the caller's cost of recording it: each call timed alone with ``perf_counter_ns`` (median and
+  p99, which include the timer's own overhead, shown as the first row) and the average of a
+  tight loop;
+* the process CPU per event including all background work (our flusher, the influxdb-client
+  batch thread, OpenTelemetry's aggregation), ``time.process_time()`` over recording N events and
+  the final flush, divided by N. The Redis / InfluxDB servers' CPU is not included;
+* with Redis frozen (SIGSTOP): the worst single emit, and memory while events keep coming;
+* sustained throughput into a real redis-server from one process, and what overflows when the
+  caller outruns the flusher.
+
+Servers come from ``tests/services.py`` (private redis-server, influxd 1.x) and the influxdb-client
+rows go through ``tests.influx_gateway.InfluxV2Gateway`` (the v2 write API in front of influxd).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import gc
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from producers import Telemetry
+from tests.services import InfluxServer, RedisServer
+
+MEASUREMENT = "attachment_monitoring"
+TAGS = {"user_id": "u42", "bot_name": "elena", "risk_level": "HIGH"}
+FIELDS = {"emotional_intensity": 0.82, "interaction_frequency": 14.0, "dependency_count": 3,
+          "consecutive_days": 6, "intervention_provided": True}
+FAST_CALLS = 100_000
+SLOW_CALLS = 300
+_pc = time.perf_counter_ns
+
+
+def _per_call(record: Callable[[], Any], calls: int) -> list[int]:
+    """Sorted ns of single calls, each timed alone."""
+    timings = [0] * calls
+    for i in range(calls):
+        started = _pc()
+        record()
+        timings[i] = _pc() - started
+    timings.sort()
+    return timings
+
+
+def _pct(sorted_ns: list[int], fraction: float) -> int:
+    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * fraction))]
+
+
+def _cpu_costs(record: Callable[[], Any], finish: Callable[[], Any], calls: int) -> tuple[float, float]:
+    """(caller-thread CPU ns per call, process CPU µs per event including ``finish``).
+
+    ``thread_time`` counts only the calling thread, so the first figure is the caller's cost
+    alone; ``process_time`` adds every background thread (flusher, batch writer, exporter).
+    """
+    process_started, thread_started = time.process_time(), time.thread_time()
+    for _ in range(calls):
+        record()
+    caller = (time.thread_time() - thread_started) / calls * 1e9
+    finish()
+    return caller, (time.process_time() - process_started) / calls * 1e6
+
+
+class _Candidate:
+    """One way to record the event: a ``record()`` callable, a ``finish()`` and how many calls."""
+
+    def __init__(self, name: str, record: Callable[[], Any], finish: Callable[[], Any] = lambda: None,
+                 calls: int = FAST_CALLS, note: str = "") -> None:
+        self.name, self.record, self.finish, self.calls, self.note = name, record, finish, calls, note
+
+
+def _ours(redis: RedisServer, stack: contextlib.ExitStack) -> list[_Candidate]:
+    tel = Telemetry(redis_url=redis.url, buffer_events=1_000_000)
+    stack.callback(tel.close)
+    bound = tel.bind(MEASUREMENT, bot_name="elena", risk_level="HIGH")
+    user = {"user_id": "u42"}
+    buffer: collections.deque[Any] = collections.deque(maxlen=1_000_000)
+    append, now = buffer.append, time.time
+    return [
+        _Candidate("empty call (timer overhead)", lambda: None),
+        _Candidate("deque append of the same tuple (floor)",
+                   lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), buffer.clear),
+        _Candidate("**Telemetry.emit**", lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), lambda: tel.flush(60)),
+        _Candidate("**bound handle .emit** (2 fixed tags + user_id)", lambda: bound.emit(FIELDS, user),
+                   lambda: tel.flush(60)),
+    ]
+
+
+def _prometheus() -> _Candidate:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    labels = list(TAGS)
+    gauges = {name: Gauge(f"bench_{name}", name, labels, registry=registry)
+              for name in FIELDS if name != "intervention_provided"}
+    interventions = Counter("bench_intervention_provided", "interventions", labels, registry=registry)
+
+    def record() -> None:
+        for name, gauge in gauges.items():
+            gauge.labels(**TAGS).set(FIELDS[name])
+        if FIELDS["intervention_provided"]:
+            interventions.labels(**TAGS).inc()
+
+    return _Candidate("prometheus_client (4 Gauge + 1 Counter, labels)", record,
+                      lambda: generate_latest(registry),
+                      note="keeps only the last value; finish = one scrape")
+
+
+def _opentelemetry(stack: contextlib.ExitStack) -> _Candidate:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    stack.callback(provider.shutdown)
+    meter = provider.get_meter("bench")
+    histograms = [meter.create_histogram(name) for name in FIELDS if name != "intervention_provided"]
+    interventions = meter.create_counter("intervention_provided")
+    values = [FIELDS[name] for name in FIELDS if name != "intervention_provided"]
+
+    def record() -> None:
+        for histogram, value in zip(histograms, values, strict=True):
+            histogram.record(value, attributes=TAGS)
+        interventions.add(1, attributes=TAGS)
+
+    return _Candidate("OpenTelemetry SDK (4 histograms + 1 counter, attributes)", record,
+                      reader.get_metrics_data, note="in-memory reader; finish = one collect")
+
+
+def _statsd(stack: contextlib.ExitStack) -> _Candidate:
+    import statsd
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    stack.callback(sink.close)
+    client = statsd.StatsClient("127.0.0.1", sink.getsockname()[1], prefix="bench")
+    prefix = ".".join(TAGS.values())
+
+    def record() -> None:
+        for name, value in FIELDS.items():
+            client.gauge(f"{prefix}.{name}", float(value))
+
+    return _Candidate("statsd UDP (5 gauges, tags in the name)", record,
+                      note="5 sendto per event; the server may drop")
+
+
+def _influx(stack: contextlib.ExitStack, workdir: Path) -> list[_Candidate]:
+    from influxdb_client import InfluxDBClient, Point
+    from influxdb_client.client.write_api import SYNCHRONOUS, WriteOptions
+
+    from tests.influx_gateway import InfluxV2Gateway
+
+    influx = InfluxServer(workdir / "influxd").start()
+    stack.callback(influx.kill)
+    influx.create_database("bench")
+    gateway = InfluxV2Gateway(influx.url).start()
+    stack.callback(gateway.stop)
+    client = InfluxDBClient(url=gateway.url, token="bench", org="bench")
+    stack.callback(client.close)
+    sync_api = client.write_api(write_options=SYNCHRONOUS)
+    batch_api = client.write_api(write_options=WriteOptions(batch_size=5_000, flush_interval=1_000))
+
+    def point() -> Any:
+        p = Point(MEASUREMENT)
+        for key, value in TAGS.items():
+            p = p.tag(key, value)
+        for key, value in FIELDS.items():
+            p = p.field(key, value)
+        return p
+
+    return [
+        _Candidate("influxdb-client, synchronous write per event",
+                   lambda: sync_api.write("bench", record=point()), calls=SLOW_CALLS,
+                   note="an HTTP request per event (what the seed did)"),
+        _Candidate("influxdb-client, batching write_api", lambda: batch_api.write("bench", record=point()),
+                   batch_api.flush, calls=20_000, note="background thread; finish = flush"),
+    ]
+
+
+def _xadd(redis: RedisServer) -> _Candidate:
+    client = redis.client()
+    fields = {**{f"t_{k}": v for k, v in TAGS.items()}, **{k: str(v) for k, v in FIELDS.items()}}
+    return _Candidate("one XADD per event (redis-py, synchronous)",
+                      lambda: client.xadd("bench:raw", fields), calls=5_000, note="a round trip per event")
+
+
+def _recording_rows(candidates: list[_Candidate]) -> tuple[list[str], dict[str, tuple[float, ...]]]:
+    rows, figures = [], {}
+    for candidate in candidates:
+        gc.collect()
+        timings = _per_call(candidate.record, candidate.calls)
+        candidate.finish()   # no backlog from this phase may be billed to the next
+        caller, cpu = _cpu_costs(candidate.record, candidate.finish, candidate.calls)
+        median, p99 = _pct(timings, 0.5), _pct(timings, 0.99)
+        figures[candidate.name] = (median, p99, caller, cpu)
+        rows.append(f"| {candidate.name} | {median:,} | {p99:,} | {caller:,.0f} | {cpu:,.2f} | "
+                    f"{candidate.calls:,} | {candidate.note} |")
+    return rows, figures
+
+
+def _tags(i: int) -> dict[str, str]:
+    """A fresh tag dict per event, as bot code builds it (5,000 users)."""
+    return {"user_id": f"u{i % 5000}", "bot_name": "elena", "risk_level": "HIGH"}
+
+
+def _rss_mib() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 2**20
+
+
+def _frozen_redis(redis: RedisServer) -> tuple[list[str], list[str]]:
+    """Worst single emit, and memory, while Redis is stopped with SIGSTOP."""
+    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
+    tel.emit(MEASUREMENT, FIELDS, TAGS)
+    tel.flush(10)
+    floor: collections.deque[Any] = collections.deque(maxlen=100_000)
+    append, now = floor.append, time.time
+    memory = []
+    redis.pause()
+    try:
+        ours = _per_call(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
+        base = _per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
+        for _ in range(5):
+            for i in range(200_000):
+                tel.emit(MEASUREMENT, FIELDS, _tags(i))
+            gc.collect()
+            stats = tel.stats()
+            memory.append(f"| {stats['emitted']:,} | {_rss_mib():,.1f} | {stats['buffered']:,} | "
+                          f"{stats['dropped']:,} |")
+    finally:
+        redis.resume()
+    tel.close(30)
+    rows = [_frozen_row("Telemetry.emit, 200,000 calls into the frozen Redis", ours),
+            _frozen_row("deque append (floor), same conditions", base),
+            _blocked_xadd(redis)]
+    return rows, memory
+
+
+def _frozen_row(name: str, timings: list[int]) -> str:
+    slow = sum(1 for t in timings if t > 100_000)
+    return (f"| {name} | {_pct(timings, 0.5):,} | {_pct(timings, 0.99):,} | {_pct(timings, 0.9999):,} | "
+            f"{timings[-1]:,} | {slow} |")
+
+
+def _blocked_xadd(redis: RedisServer) -> str:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 0))
+    client.ping()
+    redis.pause()
+    try:
+        started = _pc()
+        try:
+            client.xadd("bench:raw", {"x": "1"})
+            outcome = "answered"
+        except Exception as exc:  # expected: the frozen server never answers
+            outcome = f"then {type(exc).__name__}"
+        blocked = _pc() - started
+    finally:
+        redis.resume()
+    return (f"| one XADD per event (socket timeout 1 s; redis-py's default is none: it waits for Redis) | "
+            f"{blocked:,} | – | – | {blocked:,} ({outcome}) | 1 |")
+
+
+def _throughput(redis: RedisServer) -> tuple[list[str], int]:
+    """Flat-out rate (what overflows) and paced rates; returns rows and the best rate with no drop."""
+    rows = []
+    flat = Telemetry(redis_url=redis.url, buffer_events=100_000)
+    calls = 1_000_000
+    started = time.perf_counter()
+    for i in range(calls):
+        flat.emit(MEASUREMENT, FIELDS, _tags(i))
+    elapsed = time.perf_counter() - started
+    flat.flush(60)
+    s = flat.stats()
+    flat.close(10)
+    rows.append(f"| flat out, {calls:,} events | {calls / elapsed:,.0f} | {s['sent']:,} | {s['dropped']:,} "
+                f"({s['dropped'] / calls:.1%}) |")
+    sustainable = 0
+    for rate in (100_000, 200_000, 250_000, 300_000, 400_000, 500_000):
+        tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
+        achieved = _paced(tel, rate, seconds=2.0)
+        tel.flush(60)
+        s = tel.stats()
+        tel.close(10)
+        if s["dropped"] == 0 and achieved >= 0.98 * rate:
+            sustainable = max(sustainable, rate)
+        rows.append(f"| paced at {rate:,}/s for 2 s | {achieved:,.0f} | {s['sent']:,} | {s['dropped']:,} "
+                    f"({s['dropped'] / max(1, s['emitted']):.1%}) |")
+    return rows, sustainable
+
+
+def _paced(tel: Telemetry, rate: int, *, seconds: float) -> float:
+    """Emit at ``rate`` events/s in chunks of 1,000 (5,000 users); return the rate achieved."""
+    chunk = 1_000
+    started = time.perf_counter()
+    sent = 0
+    while sent < rate * seconds:
+        for i in range(sent, sent + chunk):
+            tel.emit(MEASUREMENT, FIELDS, _tags(i))
+        sent += chunk
+        ahead = started + sent / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+    return sent / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _servers() -> Iterator[tuple[RedisServer, contextlib.ExitStack, Path]]:
+    with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp, contextlib.ExitStack() as stack:
+        redis = RedisServer(Path(tmp) / "redis", appendonly=False).start()
+        stack.callback(redis.kill)
+        yield redis, stack, Path(tmp)
+
+
+def _verdicts(figures: dict[str, tuple[float, ...]], sustainable: int) -> list[str]:
+    median, p99, _caller, cpu = figures[OURS]
+    floor = figures[FLOOR][0]
+    checks = [
+        (f"emit median ≤ 1 µs: {median:,.0f} ns", median <= 1_000),
+        (f"emit median within 3× the deque floor: {median:,.0f} vs {floor:,.0f} ns ({median / floor:.1f}×)",
+         median <= 3 * floor),
+        (f"emit p99 ≤ 5 µs: {p99:,.0f} ns", p99 <= 5_000),
+        (f"total CPU ≤ 2 µs per event (caller + flusher): {cpu:.2f} µs", cpu <= 2.0),
+        (f"≥ 400,000 events/s sustained with nothing dropped: {sustainable:,}/s", sustainable >= 400_000),
+    ]
+    return [f"- {'met' if ok else '**not met**'} — {text}" for text, ok in checks]
+
+
+OURS = "**Telemetry.emit**"
+FLOOR = "deque append of the same tuple (floor)"
+
+
+def run() -> str:
+    """Run every measurement; return the Markdown section for bench/RESULTS.md."""
+    with _servers() as (redis, stack, workdir):
+        candidates = [*_ours(redis, stack), _prometheus(), _opentelemetry(stack), _statsd(stack),
+                      *_influx(stack, workdir), _xadd(redis)]
+        recording, figures = _recording_rows(candidates)
+        frozen, memory = _frozen_redis(redis)
+        throughput, sustainable = _throughput(redis)
+    return "\n".join([
+        "## Producer: the caller's cost, CPU per event, a frozen Redis, throughput",
+        "",
+        "One event = `attachment_monitoring` with 3 tags and 5 fields; the others record one metric per "
+        "field, as their users would. *median / p99*: each call timed alone with `perf_counter_ns` "
+        "(wall clock, includes the timer overhead of the first row); *caller CPU*: `thread_time` of a "
+        "tight loop / calls (the calling thread only); *CPU/event*: `process_time` (every thread: "
+        "flusher, batch writer, exporter) for the calls plus the final flush or collect, / calls. "
+        "The servers' own CPU is not included. Loop figures also carry what single-call medians skip "
+        "(allocator growth, garbage collection, waiting for the interpreter lock while the flusher runs).",
+        "",
+        "Targets (from the issue):",
+        "",
+        *_verdicts(figures, sustainable),
+        "",
+        f"**Sustainable rate** into one redis-server from one process, nothing dropped: {sustainable:,} "
+        "events/s (the highest paced rate below that was met with zero drops).",
+        "",
+        "| recording one event with | median ns | p99 ns | caller CPU ns | CPU µs/event | calls | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        *recording,
+        "",
+        "### Redis frozen with SIGSTOP",
+        "",
+        "The worst single call is set by the OS scheduler on a shared 2-core machine and by Python's "
+        "garbage collector, not by I/O: the deque floor shows the same tail under the same conditions.",
+        "",
+        "| what | median ns | p99 ns | p99.99 ns | worst ns | calls > 100 µs |",
+        "|---|---:|---:|---:|---:|---:|",
+        *frozen,
+        "",
+        "Memory while Redis stays frozen and emits continue (bound 100,000 events, fresh tag dicts, "
+        "5,000 users): flat once the bound is reached; the oldest events are dropped and counted.",
+        "",
+        "| events emitted | process RSS MiB | buffered | dropped |",
+        "|---:|---:|---:|---:|",
+        *memory,
+        "",
+        "### Throughput into a real redis-server from one process (buffer 100,000)",
+        "",
+        "Flat out, the caller outruns the flusher (they share one interpreter lock); the bound then "
+        "drops the oldest events, counted exactly in `stats()['dropped']`.",
+        "",
+        "| load | achieved events/s (caller) | delivered | dropped |",
+        "|---|---:|---:|---:|",
+        *throughput,
+    ])
