@@ -639,3 +639,28 @@ def check_written_values(written: Iterable[tuple[PointKey, Mapping[str, FieldVal
             problems.append(f"written point {key} = {dict(fields)} matches none of its "
                             f"{len(candidates)} possible values (last: {dict(candidates[-1])})")
     return problems
+
+
+def record_with_producer(telemetry: Any, events: Iterable[WorkEvent]) -> int:
+    """Record ``events`` through the producer API (``Telemetry``), each with its own call kind."""
+    recorded = 0
+    for event in events:
+        if event.kind == wire.KIND_COUNT:
+            (name, value), = event.fields.items()
+            telemetry.count(event.measurement, name, value, tags=event.tags, ts=event.ts)
+        elif event.kind == wire.KIND_GAUGE:
+            (name, value), = event.fields.items()
+            telemetry.gauge(event.measurement, name, value, tags=event.tags, ts=event.ts)
+        else:
+            telemetry.emit(event.measurement, event.fields, tags=event.tags, ts=event.ts)
+        recorded += 1
+    return recorded
+
+
+def lease_owners(client: redis.Redis, shards: int = SHARDS, prefix: str = PREFIX) -> list[str | None]:
+    """The worker holding each shard's lease (``None`` when free), from ``PREFIX:{i}:lease``."""
+    owners: list[str | None] = []
+    for shard in range(shards):
+        value = client.get(keys.lease_key(prefix, shard))
+        owners.append(None if value is None else value.decode().rsplit(":", 1)[0])
+    return owners
