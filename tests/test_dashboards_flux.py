@@ -1,7 +1,7 @@
 """Every Flux query the dashboards, variables, alert rules and the v2 task send, through InfluxData's parser.
 
 The parser is the WebAssembly build in the npm package ``@influxdata/flux-lsp-browser``, run under
-node by ``tests/flux/validate.mjs``; it is installed into a cache directory on first use.
+node by ``consumer/dashboards/flux_validate.mjs``; it is installed into a cache directory on first use.
 """
 
 from __future__ import annotations

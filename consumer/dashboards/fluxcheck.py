@@ -1,7 +1,7 @@
 """Check Flux queries with InfluxData's own parser, run under node.
 
 The npm package ``@influxdata/flux-lsp-browser`` ships the Flux parser and semantic checker as
-WebAssembly; ``tests/flux/validate.mjs`` loads it and answers ``is_valid_flux`` for a list of
+WebAssembly; ``flux_validate.mjs`` (shipped beside this module) loads it and answers ``is_valid_flux`` for a list of
 scripts. A query is checked as Grafana sends it: template variables interpolated with sample
 values and Grafana's ``v`` record defined first (Grafana provides ``v.timeRangeStart`` etc.), so a
 misspelt function, a bad argument or a type error fails here instead of as a blank panel.
@@ -27,7 +27,7 @@ from typing import Final
 PACKAGE: Final = "@influxdata/flux-lsp-browser"
 PACKAGE_VERSION: Final = "0.8.40"
 DEFAULT_CACHE: Final = Path.home() / ".cache" / "whisperengine-telemetry" / "flux-lsp"
-HELPER: Final = Path(__file__).resolve().parents[2] / "tests" / "flux" / "validate.mjs"
+HELPER: Final = Path(__file__).with_name("flux_validate.mjs")
 TIMEOUT_S: Final = 120.0
 
 GRAFANA_V_RECORD: Final = (
