@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster import LocalCluster
 from tests.services import InfluxServer, RedisServer
 
 
@@ -47,6 +48,21 @@ def redis_factory(tmp_path: Path) -> Iterator[object]:
     finally:
         for server in started:
             server.kill()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A private three-master Redis Cluster (``tests.cluster.LocalCluster``), every node stopped by PID.
+
+    Tests that need replicas (failover) build their own ``LocalCluster(..., replicas=1)``.
+    """
+    _require("redis-server", "redis-server")
+    _require("redis-cli", "redis-tools")
+    cluster = LocalCluster(tmp_path / "cluster", masters=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
