@@ -50,7 +50,8 @@ class ProducerConfig:
         stream_maxlen: approximate hard cap per shard stream (a last resort; trimming loses data).
         buffer_events: in-process bound; past it the oldest events are dropped and counted.
         flush_interval_ms: longest time an event waits in the buffer while traffic is light.
-        batch_max_events: events taken per flush cycle; a full batch wakes the flusher early.
+        batch_max_events: events per batch (an entry holds at most this many); a full batch wakes
+            the flusher early. Up to 4 batches share one pipelined send and are held while retried.
         exit_timeout_ms: how long the interpreter-exit flush may take.
     """
 

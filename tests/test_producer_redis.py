@@ -121,7 +121,7 @@ def test_overflow_drops_oldest_and_counts_exactly(tmp_path: Path) -> None:
         assert stats["sent"] == len(delivered) and stats["buffered"] == 0
         assert delivered[0] == 0                       # the batch in flight before the outage
         assert delivered[-1000:] == list(range(4_000, 5_000))   # the newest events survive
-        assert len(delivered) <= 1_000 + 100
+        assert len(delivered) <= 1_000 + 4 * 100   # the bound plus what can be in flight
     finally:
         tel.close(5)
         server.kill()
