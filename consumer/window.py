@@ -117,7 +117,7 @@ class _Series:
 
 
 class _Window:
-    __slots__ = ("blob", "dirty", "flushed", "index", "per_measurement", "series")
+    __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "series")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -125,6 +125,8 @@ class _Window:
         # windows touched since the previous one (mostly the current one), not the whole lateness
         self.blob: bytes | None = None
         self.series: dict[SeriesKey, _Series] = {}
+        # (measurement, *tag keys, *tag values) in the event's order -> series: spares a sort per event
+        self.aliases: dict[tuple[Any, ...], _Series] = {}
         self.dirty: set[_Series] = set()  # identity-hashed: cheaper than hashing the key again
         self.per_measurement: dict[str, int] = {}
         self.flushed = False
@@ -314,10 +316,9 @@ class ShardWindows:
         elif window.flushed:
             self.late_events += 1
         window.blob = None
-        key = (event.measurement, tuple(sorted(event.tags.items())))
-        series = window.series.get(key)
+        series = window.aliases.get((event.measurement, *event.tags, *event.tags.values()))
         if series is None:
-            series = self._new_series(window, key)
+            series = self._find_series(window, event)
         series.count += 1
         series.version += 1
         window.dirty.add(series)
@@ -359,6 +360,24 @@ class ShardWindows:
         for name, value in event.fields.items():
             measurement.codes[(name, event.kind, value.__class__)] = measurement.registry[name]
         return self.record(event, now_s)
+
+    def _find_series(self, window: _Window, event: Event) -> _Series:
+        """The series of ``event`` by its canonical (sorted) key, created or collapsed as needed.
+
+        The hot path looks series up by the tags in the order the event carries them (no sort);
+        this maps a new order to the canonical series once and remembers it, except for events
+        collapsed by the cardinality guard, which always come here so they are counted.
+        """
+        key = (event.measurement, tuple(sorted(event.tags.items())))
+        series = window.series.get(key)
+        if series is None:
+            series = self._new_series(window, key)
+            if series.key is not key:
+                return series  # collapsed: overflow
+        if len(window.aliases) >= 4 * self._max_series + 64:
+            window.aliases.clear()  # many tag orders: bound the memo, it refills itself
+        window.aliases[(event.measurement, *event.tags, *event.tags.values())] = series
+        return series
 
     def _new_series(self, window: _Window, key: SeriesKey) -> _Series:
         measurement = key[0]

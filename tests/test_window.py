@@ -252,3 +252,12 @@ def test_snapshot_between_collect_and_commit_then_after_commit() -> None:
     after = ShardWindows.restore(w.snapshot(), **CONFIG)
     assert (during.dirty_count, after.dirty_count) == (1, 0)
     assert len(during.collect_all()) == 1 and len(after.collect_all()) == 0
+
+
+def test_the_same_tags_in_any_order_are_one_series() -> None:
+    w = windows()
+    w.record(ev(0, {"x": 1.0}, T0 + 1, {"a": "1", "b": "2", "c": "3"}), T0)
+    w.record(ev(0, {"x": 2.0}, T0 + 2, {"c": "3", "a": "1", "b": "2"}), T0)
+    w.record(ev(0, {"x": 3.0}, T0 + 3, {"b": "2", "c": "3", "a": "1"}), T0)
+    (point,) = w.collect_all().points
+    assert (point.tags, point.fields["event_count"]) == ((("a", "1"), ("b", "2"), ("c", "3")), 3)
