@@ -126,7 +126,8 @@ class EventBuffer:
 
     def close(self, timeout_s: float) -> bool:
         """Stop accepting events, drain within ``timeout_s``, stop the thread; True when all sent."""
-        self.append = collections.deque(maxlen=0).append
+        closed: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=0)
+        self.append = closed.append   # later events vanish here and count as dropped
         self._deadline = time.monotonic() + max(0.0, timeout_s)
         self._closing = True
         self._stop_event.set()
