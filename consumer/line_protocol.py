@@ -10,7 +10,8 @@ Escaping follows the InfluxDB 1.x/2.x parser:
 Other backslashes in names are literal, which leaves some names that no escaping can carry: a
 newline (it ends the line), a trailing backslash, a backslash right before ``,``, ``=`` or a
 space (the parser reads it as an escape), or a measurement that starts with ``#`` (the parser
-skips the line as a comment, and InfluxDB answers 204 having stored nothing).
+skips the line as a comment, and InfluxDB answers 204 having stored nothing). Control characters
+(tab, NUL, ...) are refused in names too: the parser skips a leading tab as whitespace.
 :func:`name_problem` finds those, so the worker can dead-letter the event (``invalid_name``)
 instead of sending a batch InfluxDB would reject or silently drop.
 """
@@ -18,6 +19,7 @@ instead of sending a batch InfluxDB would reject or silently drop.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Final
 
@@ -35,6 +37,9 @@ RESERVED_KEYS: Final = frozenset({"time", "_field", "_measurement"})
 """Tag and field keys InfluxDB refuses: ``time`` (every version), ``_field`` and ``_measurement``
 (2.x and later: its data model stores them as columns of those names)."""
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""C0/C1 controls: a tab at the start of a measurement or field key is eaten as whitespace, a NUL
+field key reads back as ``val0``; none belongs in a name."""
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STRING_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"'})
@@ -57,6 +62,9 @@ def name_problem(name: object, *, what: str, max_bytes: int = MAX_NAME_BYTES) ->
         return f"{what} {name[:40]!r}... is {size} bytes (limit {max_bytes})"
     if "\n" in name or "\r" in name:
         return f"{what} {name[:40]!r} contains a newline"
+    control = _CONTROL.search(name)
+    if control:
+        return f"{what} {name[:40]!r} contains the control character U+{ord(control.group()):04X}"
     if what == "measurement" and name.startswith("#"):
         return f"{what} {name[:40]!r} starts with '#' (line protocol reads the line as a comment)"
     if name.endswith("\\"):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from consumer.line_protocol import (
+    RESERVED_KEYS,
     encode_point,
     encode_points,
     format_value,
@@ -80,6 +84,10 @@ def test_format_value(value: FieldValue, text: str) -> None:
     ("#fine", "tag key", None),
     ("x" * 257, "measurement", f"measurement {'x' * 40!r}... is 257 bytes (limit 256)"),
     ("\ud800", "tag key", "tag key '\\ud800' is not valid Unicode"),
+    ("\tlead", "field key", "field key '\\tlead' contains the control character U+0009"),
+    ("nul\x00", "measurement", "measurement 'nul\\x00' contains the control character U+0000"),
+    ("c1\x85", "tag value", "tag value 'c1\\x85' contains the control character U+0085"),
+    ("nbsp\u00a0 zw\u200b", "tag key", None),
 ])
 def test_name_problem(name: object, what: str, problem: str | None) -> None:
     assert name_problem(name, what=what) == problem
@@ -167,3 +175,37 @@ def test_integers_keep_their_exact_value(influx: tuple[InfluxServer, str]) -> No
     sink.close()
     rows = server.query("SELECT big, neg FROM ints", db=db)
     assert rows == [{"time": T0, "big": 2**62 + 1, "neg": -(2**62) - 3, "_measurement": "ints"}]
+
+
+_names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
+_measurements = _names.filter(lambda n: name_problem(n, what="measurement") is None)
+_keys = _names.filter(lambda n: name_problem(n, what="tag key") is None and n not in RESERVED_KEYS)
+_tag_values = _names.filter(lambda n: name_problem(n, what="tag value") is None)
+_values = st.one_of(st.text(st.characters(codec="utf-8"), max_size=20), st.booleans(),
+                    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+_db_numbers = itertools.count()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(measurement=_measurements, tags=st.dictionaries(_keys, _tag_values, max_size=3),
+       fields=st.dictionaries(_keys, _values, min_size=1, max_size=3))
+def test_any_name_that_passes_name_problem_round_trips(
+        influx_session: InfluxServer, measurement: str, tags: dict[str, str],
+        fields: dict[str, FieldValue]) -> None:
+    if set(tags) & set(fields):
+        return  # InfluxQL cannot tell a tag from a field of the same name when reading back
+    db = f"lp{next(_db_numbers)}"
+    influx_session.create_database(db)
+    try:
+        sink = InfluxV1Sink(influx_session.url, db=db)
+        assert sink.write([_point(measurement, tags, fields)]).rejected == []
+        sink.close()
+        rows = influx_session.query("SELECT * FROM /.*/ GROUP BY *", db=db)
+    finally:
+        influx_session.execute(f'DROP DATABASE "{db}"')
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row.pop("_measurement"), row.pop("time")) == (measurement, T0)
+    assert {key: row.pop(key) for key in tags} == tags
+    # JSON prints a whole float without a fraction; compare floats as floats.
+    assert {k: float(v) if isinstance(fields.get(k), float) else v for k, v in row.items()} == fields
