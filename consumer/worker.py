@@ -434,6 +434,10 @@ class Worker:
 
     # -- ownership --------------------------------------------------------------------------
     def _wanted(self) -> list[int]:
+        """Our rendezvous share of the shards; all of them when draining ("everything in the
+        streams", waiting for the leases of workers that died to expire)."""
+        if self.config.drain:
+            return list(range(self.config.shards))
         return assign(range(self.config.shards), self.leases.live_workers(), self.worker_id)
 
     def _maintain(self) -> None:
