@@ -4,7 +4,7 @@ bisection that isolates the points InfluxDB rejects.
 Errors::
 
     SinkError                      a write did not happen and retrying will not help by itself
-     ├── SinkUnavailable           retry later: connection refused, timeout, 5xx, 429
+     ├── SinkUnavailable           retry later: connection refused, timeout, 5xx, 429, 408
      │                             (``retry_after_s`` from the server's Retry-After, else None)
      ├── SinkAuthError             401/403: wrong or missing token, user or password
      ├── SinkNotFound              404 / "database not found": the bucket or database is missing
@@ -191,7 +191,7 @@ def error_for_status(status: int, message: str, *, retry_after: str | None = Non
         return SinkAuthError(f"InfluxDB refused the credentials{where}: HTTP {status}: {message}")
     if status == 404:
         return SinkNotFound(f"InfluxDB bucket or database not found{where}: {message}")
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:
         return SinkUnavailable(f"InfluxDB unavailable{where}: HTTP {status}: {message}",
                                retry_after_s=parse_retry_after(retry_after))
     return SinkError(f"InfluxDB write failed{where}: HTTP {status}: {message}")
