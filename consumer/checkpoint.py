@@ -66,7 +66,7 @@ class Checkpoint:
 class CheckpointStore:
     """Loads and saves shard checkpoints (see the module docstring for the guarantees)."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, group: str) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group

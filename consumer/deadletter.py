@@ -56,7 +56,7 @@ def _score_ms(letter: DeadLetter) -> int:
 class DeadLetterWriter:
     """Idempotent appends to the dead-letter stream."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, maxlen: int = DEFAULT_DLQ_MAXLEN) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str, maxlen: int = DEFAULT_DLQ_MAXLEN) -> None:
         self.client = client
         self.prefix = prefix
         self.maxlen = maxlen

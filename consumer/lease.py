@@ -91,7 +91,7 @@ class LeaseManager:
     was sent, so it never overestimates how long the lease still holds in Redis.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str, worker_id: str, lease_s: float,
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str, worker_id: str, lease_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.prefix = prefix
@@ -125,7 +125,7 @@ class LeaseManager:
     def acquire(self, shard: int) -> str | None:
         """Take the lease when it is free (or already ours); returns the value or None."""
         started = self._clock()
-        value = self.client.eval(_ACQUIRE, 2, lease_key(self.prefix, shard), fence_key(self.prefix, shard),
+        value = self.client.eval(_ACQUIRE, 2, lease_key(self.prefix, shard), fence_key(self.prefix, shard),  # type: ignore[no-untyped-call]
                                  self.worker_id, self.lease_ms)
         if not value:
             self.forget(shard)
@@ -141,7 +141,7 @@ class LeaseManager:
         if value is None:
             return False
         started = self._clock()
-        if not self.client.eval(_RENEW, 1, lease_key(self.prefix, shard), value, self.lease_ms):
+        if not self.client.eval(_RENEW, 1, lease_key(self.prefix, shard), value, self.lease_ms):  # type: ignore[no-untyped-call]
             logger.warning("lease on shard %d lost (was %s): another worker owns it now", shard, value)
             self.forget(shard)
             return False
@@ -153,7 +153,7 @@ class LeaseManager:
         value = self._values.get(shard)
         self.forget(shard)
         if value is not None:
-            self.client.eval(_RELEASE, 1, lease_key(self.prefix, shard), value)
+            self.client.eval(_RELEASE, 1, lease_key(self.prefix, shard), value)  # type: ignore[no-untyped-call]
 
     def forget(self, shard: int) -> None:
         """Stop believing we own ``shard`` without touching Redis."""

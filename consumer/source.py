@@ -124,7 +124,7 @@ def _entries(shard: int, raw: Iterable[Any]) -> list[StreamEntry]:
 class StreamSource:
     """Stream commands of one worker (one consumer name in one group) over the shard streams."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, group: str, consumer: str) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str, group: str, consumer: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group
@@ -192,7 +192,7 @@ class StreamSource:
         if not entry_ids:
             return 0
         with self._guard(shard):
-            return int(self.client.xack(self.stream(shard), self.group, *entry_ids))
+            return int(self.client.xack(self.stream(shard), self.group, *entry_ids))  # type: ignore[no-untyped-call]
 
     def claim_stale(self, shard: int, *, min_idle_ms: int, start_id: str = ZERO_ID,
                     count: int = 100) -> tuple[str, list[StreamEntry]]:
@@ -208,7 +208,7 @@ class StreamSource:
     def pending(self, shard: int) -> PendingSummary:
         """How many entries the group has not acknowledged, and the id range."""
         with self._guard(shard):
-            reply = self.client.xpending(self.stream(shard), self.group)
+            reply = self.client.xpending(self.stream(shard), self.group)  # type: ignore[no-untyped-call]
         count = int(_get(reply, "pending") or 0)
         low, high = _get(reply, "min"), _get(reply, "max")
         if not count:
@@ -238,7 +238,7 @@ class StreamSource:
         """Every consumer group of the stream (empty when the stream does not exist)."""
         with self._guard(shard):
             try:
-                reply = self.client.xinfo_groups(self.stream(shard))
+                reply = self.client.xinfo_groups(self.stream(shard))  # type: ignore[no-untyped-call]
             except redis.ResponseError as exc:
                 if "no such key" in str(exc).lower():
                     return []
@@ -268,7 +268,7 @@ class StreamSource:
         for info in groups:
             if info.pending:
                 with self._guard(shard):
-                    reply = self.client.xpending(self.stream(shard), info.name)
+                    reply = self.client.xpending(self.stream(shard), info.name)  # type: ignore[no-untyped-call]
                 candidate = parse_id(_get(reply, "min"))
             else:
                 candidate = parse_id(next_id(info.last_delivered_id))
@@ -287,7 +287,7 @@ class StreamSource:
         if threshold is None:
             return 0
         with self._guard(shard):
-            return int(self.client.eval(_TRIM_SCRIPT, 2, self.stream(shard), counter_key, threshold))
+            return int(self.client.eval(_TRIM_SCRIPT, 2, self.stream(shard), counter_key, threshold))  # type: ignore[no-untyped-call]
 
     def lost_entries(self, shard: int, counter_key: str) -> int:
         """Entries that left the stream without our trimming: removed by the hard length cap.

@@ -93,12 +93,12 @@ class ShardState:
 class Worker:
     """One worker process: owns some shards, aggregates them, writes points, checkpoints."""
 
-    def __init__(self, config: WorkerConfig, *, client: redis.Redis | None = None, sink: Sink | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: WorkerConfig, *, client: redis.Redis[bytes] | None = None,
+                 sink: Sink | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.client = client if client is not None else redis.Redis.from_url(
             config.redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 5.0)
-        self.sink = sink if sink is not None else make_sink(config)
+        self.sink = sink if sink is not None else make_sink(config)  # type: ignore[arg-type]
         self.clock = clock
         self.worker_id = config.consumer
         self.source = StreamSource(self.client, prefix=config.stream_prefix, group=config.group,
@@ -498,7 +498,7 @@ class Worker:
 
     def _new_state(self, shard: int, lease_value: str, windows: bytes, dedupe: bytes) -> ShardState:
         config = self.config
-        window_config = {
+        window_config: dict[str, Any] = {
             "window_s": config.window_s, "grace_s": config.grace_s,
             "allowed_lateness_s": config.allowed_lateness_s, "max_future_s": config.max_future_s,
             "max_series": config.max_series,
