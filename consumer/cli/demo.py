@@ -6,6 +6,7 @@ Uses the configured Redis and InfluxDB when they answer, else starts private one
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from typing import Annotated
@@ -76,6 +77,7 @@ def demo_command(
         str | None, typer.Option("--influx-api", show_default=False, help="[env TELEMETRY_INFLUX_API]")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the worker's log")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="keep private services running until Enter")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a realistic bot workload through producer, Redis, worker and InfluxDB; no set-up needed."""
@@ -99,14 +101,23 @@ def demo_command(
     if not verbose:
         # The worker logs every shard it takes; the progress view already says what happens.
         logging.getLogger("consumer").setLevel(logging.WARNING)
+
+    def show(summary: DemoSummary) -> None:
+        if as_json:
+            print_json(dataclasses.asdict(summary))
+        else:
+            print_summary(summary, console)
+        if keep:
+            console.print(
+                "[bold]services kept running[/bold]: run the queries above; press Enter to stop them"
+            )
+            with contextlib.suppress(EOFError, KeyboardInterrupt):
+                input()
+
     try:
-        summary = run_demo(config, options, console)
+        summary = run_demo(config, options, console, before_stop=show)
     except (OSError, RuntimeError) as exc:
         fail(f"demo failed: {exc}")
-    if as_json:
-        print_json(dataclasses.asdict(summary))
-    else:
-        print_summary(summary, console)
     if any(summary.points.get(m, {}).get("events", 0) != n for m, n in summary.events_sent.items()):
         raise typer.Exit(EXIT_CHECK_FAILED)
 

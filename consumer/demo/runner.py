@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -103,8 +104,16 @@ def _drive(workload: Workload, options: DemoOptions, progress: Progress) -> floa
     return time.monotonic() - started
 
 
-def run_demo(config: WorkerConfig, options: DemoOptions, console: Console) -> DemoSummary:
-    """Run the whole demo (see the module docstring); everything started is stopped on return."""
+def run_demo(
+    config: WorkerConfig,
+    options: DemoOptions,
+    console: Console,
+    before_stop: Callable[[DemoSummary], None] | None = None,
+) -> DemoSummary:
+    """Run the whole demo (see the module docstring); everything started is stopped on return.
+
+    ``before_stop`` is called with the summary while the services still run (``--keep``).
+    """
     with Services() as services:
         redis_service = services.redis(config.redis_url)
         influx = services.influx(config.influx_url, config.influx_api)
@@ -153,7 +162,7 @@ def run_demo(config: WorkerConfig, options: DemoOptions, console: Console) -> De
             worker.stop()
             thread.join(timeout=30)
             client.close()
-        return DemoSummary(
+        summary = DemoSummary(
             duration_s=round(elapsed, 3),
             messages=workload.messages,
             events_sent=dict(sorted(workload.sent.items())),
@@ -174,3 +183,6 @@ def run_demo(config: WorkerConfig, options: DemoOptions, console: Console) -> De
             },
             queries=queries_for(worker_config, influx),
         )
+        if before_stop is not None:
+            before_stop(summary)
+        return summary

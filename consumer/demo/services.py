@@ -95,6 +95,31 @@ def _wait_until(predicate: Any, what: str, proc: subprocess.Popen[bytes] | None)
     raise RuntimeError(f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s")
 
 
+def _error_reply_handler() -> type:
+    """fakeredis's TCP handler, but an error reply (NOSCRIPT, BUSYGROUP) keeps the connection open.
+
+    The stock handler closes the connection after any error reply; redis-py then sees "Connection
+    closed by server" where Redis would have answered ``-NOSCRIPT`` and let the client load the
+    script. Returning the error as the reply gives the client what a real Redis sends.
+    """
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class ErrorReplyHandler(TCPFakeRequestHandler):  # type: ignore[misc]
+        def setup(self) -> None:
+            super().setup()
+            read_response = self.current_client.read_response
+
+            def read_or_error() -> Any:
+                try:
+                    return read_response()
+                except redis.ResponseError as exc:
+                    return exc
+
+            self.current_client.read_response = read_or_error
+
+    return ErrorReplyHandler
+
+
 @dataclass
 class Service:
     """One service the demo uses: where it is and, when the demo started it, how to stop it."""
@@ -192,6 +217,7 @@ class Services:
         from fakeredis import TcpFakeServer
 
         server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+        server.RequestHandlerClass = _error_reply_handler()
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="demo-fakeredis", daemon=True).start()
         service = Service("redis", "fakeredis", f"redis://127.0.0.1:{port}/0", server=server)
