@@ -6,7 +6,8 @@ directory, with ``--cluster-enabled yes`` and an explicit cluster bus port (the 
 ``redis-cli --cluster create`` exactly as an operator would, then we wait until every node says
 ``cluster_state:ok`` and agrees on the slot map, and (with replicas) until each replica has
 synchronised with its master, so a failover test starts from a healthy cluster. Every node is
-stopped by its PID.
+stopped by its PID. At the end, helpers that wait on worker processes (shared with the
+scale-out tests): they fail at once, with the log, when a worker dies unexpectedly.
 
 Usage::
 
@@ -24,13 +25,15 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
 import redis
 from redis.cluster import RedisCluster
 
+from producers.keys import stream_key
+from tests.chaos_harness import PREFIX, WorkerProcess, wait_for
 from tests.services import RedisServer, free_port
 
 SLOTS: Final = 16384
@@ -190,3 +193,41 @@ class LocalCluster:
                 _wait(lambda: _info(old, "replication").get("master_port") == str(replica.port),
                       "the old master to follow the new one", timeout_s)
         self.wait_healthy(timeout_s)
+
+
+# --- waiting on worker processes (shared by the cluster and scale-out tests) -------------------
+
+
+def wait_running(predicate: Callable[[], bool], what: str, workers: Iterable[WorkerProcess],
+                 timeout_s: float = 60.0) -> None:
+    """Wait for ``predicate``; fail at once, with the worker's log, when one of ``workers`` exits
+    (a crashed worker would otherwise show up only as a timeout)."""
+
+    def check() -> bool:
+        for worker in workers:
+            if not worker.alive():
+                raise AssertionError(f"worker {worker.pid} exited while waiting for {what}:\n"
+                                     f"{worker.log_tail()}")
+        return predicate()
+
+    wait_for(check, what, timeout_s)
+
+
+def caught_up(client: Any, shards: int, *, prefix: str = PREFIX, group: str = "aggregator") -> bool:
+    """Every shard's group has been delivered its stream's last entry and acknowledged all: every
+    entry is covered by a checkpoint (acknowledgement happens only in the checkpoint script)."""
+    for shard in range(shards):
+        stream = stream_key(prefix, shard)
+        last = client.xinfo_stream(stream)["last-generated-id"]
+        groups = client.xinfo_groups(stream)
+        mine = next((g for g in groups if g["name"] in (group, group.encode())), None)
+        if mine is None or mine["pending"] or mine["last-delivered-id"] != last:
+            return False
+    return True
+
+
+def wait_caught_up(client: Any, shards: int, workers: Iterable[WorkerProcess], timeout_s: float = 60.0,
+                   *, prefix: str = PREFIX) -> None:
+    """:func:`caught_up`, waited for while ``workers`` keep running."""
+    wait_running(lambda: caught_up(client, shards, prefix=prefix), "every shard read and acknowledged",
+                 workers, timeout_s)

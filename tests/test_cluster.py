@@ -11,7 +11,6 @@ run two workers over the cluster, killing one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from consumer.model import DeadLetter
 from consumer.source import StreamSource
 from producers import Telemetry, keys, wire
 from tests import chaos_harness as ch
-from tests.cluster import LocalCluster, key_slot
+from tests.cluster import LocalCluster, key_slot, wait_caught_up, wait_running
 from tests.services import InfluxServer
 
 PREFIX = ch.PREFIX
@@ -173,35 +172,6 @@ def test_producer_sends_every_event_to_its_shard_on_the_cluster(redis_cluster: L
 # --- two workers over the cluster, one killed ------------------------------------------------
 
 
-def _wait_caught_up(client: redis.Redis, shards: int, workers: Iterable[ch.WorkerProcess],
-                    timeout_s: float = 60.0) -> None:
-    """Every shard's group has read everything and acknowledged it (its checkpoint covers it)."""
-
-    def done() -> bool:
-        for shard in range(shards):
-            groups = client.xinfo_groups(keys.stream_key(PREFIX, shard))
-            group = next((g for g in groups if g["name"] in (GROUP, GROUP.encode())), None)
-            if group is None or group["pending"] or group["lag"]:
-                return False
-        return True
-
-    wait_running(done, "every shard read and acknowledged", workers, timeout_s)
-
-
-def wait_running(predicate: Callable[[], bool], what: str, workers: Iterable[ch.WorkerProcess],
-                 timeout_s: float = 60.0) -> None:
-    """:func:`chaos_harness.wait_for`, failing at once (with its log) when a worker exits."""
-
-    def check() -> bool:
-        for worker in workers:
-            if not worker.alive():
-                raise AssertionError(f"worker {worker.pid} exited while waiting for {what}:\n"
-                                     f"{worker.log_tail()}")
-        return predicate()
-
-    ch.wait_for(check, what, timeout_s)
-
-
 WORKER_ON_CLUSTER = pytest.mark.xfail(
     strict=True, reason="consumer/worker.py builds its client with redis.Redis.from_url (no redis+cluster:// "
     "scheme) and consumer/source.py reads all owned shards in ONE XREADGROUP, which a cluster refuses "
@@ -227,7 +197,7 @@ def test_two_workers_on_the_cluster_one_killed_give_exact_totals(
                      workers.values())
         ch.record_with_producer(tel, first)
         assert tel.flush(30)
-        _wait_caught_up(client, ch.SHARDS, workers.values())
+        wait_caught_up(client, ch.SHARDS, workers.values())
 
         killed = workers["cluster-a"].kill("mid-run")
         assert killed.returncode == -9 and not workers["cluster-a"].alive()
@@ -236,7 +206,7 @@ def test_two_workers_on_the_cluster_one_killed_give_exact_totals(
         survivor = [workers["cluster-b"]]
         wait_running(lambda: ch.lease_owners(client) == ["cluster-b"] * ch.SHARDS,
                      "the survivor to take every shard", survivor)
-        _wait_caught_up(client, ch.SHARDS, survivor)
+        wait_caught_up(client, ch.SHARDS, survivor)
         expected = ch.reference_points(workload.events, workload.window_s)
         ch.wait_for(lambda: not ch.compare(expected, ch.read_points(server, db)),
                     "InfluxDB to hold every point", 60.0)
