@@ -66,7 +66,7 @@ def _default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class WorkerConfig:
     """Everything the worker needs, validated.
 
@@ -117,6 +117,10 @@ class WorkerConfig:
             raise ConfigError(f"TELEMETRY_SHARDS={self.shards!r} must be at least 1")
         if self.influx_api not in INFLUX_APIS:
             raise ConfigError(f"TELEMETRY_INFLUX_API={self.influx_api!r} must be one of: v2, v1")
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={value!r}" for name, value in self.describe().items())
+        return f"WorkerConfig({settings})"
 
     @property
     def database(self) -> str:
