@@ -175,6 +175,7 @@ class EventBuffer:
                 self._publish()
                 continue
             attempt += 1
+            self._publish()   # while Redis is away the buffer fills: report drops from here too
             if not self._backoff(attempt):
                 return
 

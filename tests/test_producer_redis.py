@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -190,3 +193,37 @@ def test_soak_repeated_restarts(redis_server: RedisServer) -> None:
     values = [e[4]["c"] for e in read_events(redis_server.client())]
     assert sorted(values) == list(range(sent))
     tel.close(5)
+
+
+def test_interpreter_exit_flushes_buffered_events(redis_server: RedisServer) -> None:
+    script = (
+        "from producers import Telemetry\n"
+        f"tel = Telemetry(redis_url={redis_server.url!r}, flush_interval_ms=3_600_000)\n"
+        "for i in range(1000):\n"
+        "    tel.emit('exit', {'i': i})\n"
+        "assert tel.stats()['buffered'] == 1000\n"   # nothing sent before exit
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(e[4]["i"] for e in read_events(redis_server.client())) == list(range(1000))
+
+
+def test_buffer_full_is_logged_once_per_interval(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from producers import _buffer
+
+    monkeypatch.setattr(_buffer, "DROP_LOG_INTERVAL_S", 3600.0)
+    tel = Telemetry(redis_url=f"redis://127.0.0.1:{free_port()}/0", buffer_events=100, batch_max_events=10,
+                    flush_interval_ms=5)
+    with caplog.at_level(logging.WARNING, logger="producers"):
+        for round_ in range(5):
+            for i in range(1_000):
+                tel.emit("full", {"i": i})
+            target = (round_ + 1) * 1_000 - 100 - 4 * 10   # bound + batches in flight
+            wait_until(lambda t=target: tel.stats()["dropped"] >= t, "drops to be noticed")   # type: ignore[misc]
+            tel.flush(0.05)   # lets the flusher publish (and maybe log) after each round
+    tel.close(0.1)
+    full = [r for r in caplog.records if "buffer full" in r.getMessage()]
+    assert len(full) == 1
+    assert tel.stats()["dropped"] >= 5_000 - 100 - 4 * 10
