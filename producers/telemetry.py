@@ -244,6 +244,7 @@ class Telemetry:
         """Record one event: ``fields`` maps names to bool, int, float or str values.
 
         ``ts`` is the event time: float seconds since the epoch or an aware datetime; default now.
+        ``fields`` and ``tags`` are not copied: pass dicts you do not mutate afterwards.
         """
         self._append((KIND_EMIT, measurement, _time() if ts is None else ts, tags, fields))
         if not self._tick() % self._wake_every:
