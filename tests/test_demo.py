@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,26 @@ def test_demo_without_binaries_uses_fakeredis_and_a_file(monkeypatch: pytest.Mon
     assert summary["events_total"] > 0
     assert {m: p["events"] for m, p in summary["points"].items()} == summary["events_sent"]
     assert "file" in summary["queries"]
+
+
+def test_demo_twice_on_the_same_services_counts_only_its_own_run(
+    redis_server: RedisServer, influx: tuple[InfluxServer, str]
+) -> None:
+    server, db = influx
+    env = {
+        "TELEMETRY_REDIS_URL": redis_server.url,
+        "TELEMETRY_INFLUX_URL": server.url,
+        "TELEMETRY_INFLUX_API": "v1",
+        "TELEMETRY_INFLUX_DB": db,
+        "TELEMETRY_WINDOW": "1s",
+    }
+    _first_code, first = _demo(env, "--duration", "1s")
+    time.sleep(1.5)  # the next run's windows must not share a window with this one's
+    code, second = _demo(env, "--duration", "1s")
+    assert code == 0
+    assert {m: p["events"] for m, p in second["points"].items()} == second["events_sent"]
+    stored = server.query('SELECT sum("event_count") FROM "attachment_monitoring"', db=db)[0]["sum"]
+    assert (
+        stored
+        == first["events_sent"]["attachment_monitoring"] + second["events_sent"]["attachment_monitoring"]
+    )

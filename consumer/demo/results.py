@@ -23,9 +23,10 @@ _EVENT_COUNT: Final = re.compile(r"(?:^|,)event_count=(\d+)i(?:,|$)")
 _UNESCAPED_SPACE: Final = re.compile(r"(?<!\\) ")
 
 
-def _v1_counts(config: WorkerConfig, measurements: Sequence[str]) -> dict[str, dict[str, int]]:
+def _v1_counts(config: WorkerConfig, measurements: Sequence[str], since_ns: int) -> dict[str, dict[str, int]]:
     source = ", ".join(f'"{m}"' for m in measurements)
-    params = {"q": f'SELECT count("event_count"), sum("event_count") FROM {source}', "db": config.database}
+    statement = f'SELECT count("event_count"), sum("event_count") FROM {source} WHERE time >= {since_ns}'
+    params = {"q": statement, "db": config.database}
     if config.influx_rp:
         params["rp"] = config.influx_rp
     request = urllib.request.Request(
@@ -43,12 +44,12 @@ def _v1_counts(config: WorkerConfig, measurements: Sequence[str]) -> dict[str, d
     return counts
 
 
-def _v2_counts(config: WorkerConfig, measurements: Sequence[str]) -> dict[str, dict[str, int]]:
+def _v2_counts(config: WorkerConfig, measurements: Sequence[str], since_ns: int) -> dict[str, dict[str, int]]:
     from influxdb_client.client.influxdb_client import InfluxDBClient
 
     names = json.dumps(list(measurements))
     base = (
-        f'from(bucket: "{config.influx_bucket}") |> range(start: -24h) '
+        f'from(bucket: "{config.influx_bucket}") |> range(start: time(v: {since_ns})) '
         f'|> filter(fn: (r) => r._field == "event_count" and contains(value: r._measurement, set: {names})) '
         '|> group(columns: ["_measurement"])'
     )
@@ -88,15 +89,18 @@ def file_counts(path: Path) -> dict[str, dict[str, int]]:
 
 
 def count_points(
-    config: WorkerConfig, influx: Service, measurements: Sequence[str]
+    config: WorkerConfig, influx: Service, measurements: Sequence[str], since_ns: int = 0
 ) -> dict[str, dict[str, int]]:
-    """Points and events per measurement as stored (only the given measurements)."""
+    """Points and events per measurement as stored from ``since_ns`` on (only the given measurements).
+
+    ``since_ns`` keeps an earlier run's points in a long-lived InfluxDB out of this run's totals.
+    """
     if influx.kind == "file":
         found = file_counts(Path(urllib.parse.urlsplit(influx.url).path))
     elif config.influx_api == "v1":
-        found = _v1_counts(config, measurements)
+        found = _v1_counts(config, measurements, since_ns)
     else:
-        found = _v2_counts(config, measurements)
+        found = _v2_counts(config, measurements, since_ns)
     return {m: found.get(m, {"points": 0, "events": 0}) for m in measurements}
 
 

@@ -16,6 +16,7 @@ Order of events:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -126,6 +127,8 @@ def run_demo(
             f"InfluxDB {influx.kind} {influx.url}; {options.bots} bots, {options.users} users, "
             f"{options.rate:g} messages/s for {options.duration_s:g}s"
         )
+        # Points carry their window's start: this run's windows start at or after this instant.
+        since_ns = int(math.floor(time.time() / worker_config.window_s) * worker_config.window_s) * 10**9
         worker, thread = _run_worker(worker_config)
         tel = Telemetry(redis_url=worker_config.redis_url, prefix=config.stream_prefix, shards=config.shards)
         workers: list[Worker] = [worker]
@@ -156,7 +159,7 @@ def run_demo(
                 for reason, n in dead_after.items()
                 if n - dead_before.get(reason, 0)
             }
-            points = count_points(worker_config, influx, sorted(workload.sent))
+            points = count_points(worker_config, influx, sorted(workload.sent), since_ns)
         finally:
             tel.close(timeout=5.0)
             worker.stop()
