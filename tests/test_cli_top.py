@@ -94,34 +94,25 @@ def test_top_in_a_terminal_refreshes_and_quits_on_q(redis_server: RedisServer) -
 
 
 def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer) -> None:
-    import http.server
     import threading
 
-    from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+    from consumer.metrics import Metrics
+    from tests.services import free_port
 
-    registry = CollectorRegistry()
-    Gauge("telemetry_worker_open_windows", "w", ["shard"], registry=registry).labels("0").set(17)
-    latency = Histogram("telemetry_worker_write_latency_seconds", "l", ["shard"], registry=registry)
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = generate_latest(registry)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    metrics = Metrics()  # the worker's own /metrics endpoint
+    metrics.listen("gauge", 0, "open_windows", 17)
+    port = free_port()
+    server = metrics.serve(port, host="127.0.0.1")
     client = redis_server.client()
     _send(client, 0, 1, "m", 3)
     try:
         # two writes of 40 ms and 60 ms happen between the two samples -> mean 50 ms
         timer = threading.Timer(
-            0.2, lambda: (latency.labels("0").observe(0.04), latency.labels("0").observe(0.06))
+            0.2,
+            lambda: (
+                metrics.listen("latency", 0, "write", 40.0),
+                metrics.listen("latency", 0, "write", 60.0),
+            ),
         )
         timer.start()
         result = CliRunner().invoke(
@@ -138,7 +129,7 @@ def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer
                 "--shards",
                 "1",
                 "--metrics-url",
-                f"http://127.0.0.1:{server.server_address[1]}/metrics",
+                f"http://127.0.0.1:{port}/metrics",
             ],
             env={"COLUMNS": "150"},
         )
