@@ -7,10 +7,15 @@ sends the next chunk of a workload with late events, starts a worker and injects
     stuck_write    a write held before InfluxDB (never reaches it), worker SIGKILLed
     after_write    InfluxDB applied a write, its reply withheld: SIGKILL between write and checkpoint
     influx_paused  influxd SIGSTOPped while the worker writes; worker SIGKILLed, influxd resumed
+    redis_restart  redis-server SIGKILLed under the running worker, restarted from its AOF, and
+                   the next chunk sent
+    influx_outage  influxd SIGKILLed under the running worker, the next chunk sent, influxd
+                   restarted three seconds later
 
-then measures recovery: a fresh worker (alternately the same consumer name, as a restarted
-service, and a new one, as a replacement pod) is started and timed until every shard has
-acknowledged everything sent. A final ``--drain`` flushes what is left. The result carries every
+then measures recovery: after a worker kill a fresh worker (alternately the same consumer name,
+as a restarted service, and a new one, as a replacement pod) is started; after a server fault the
+same worker carries on. Recovery is the time from then until every shard has acknowledged
+everything sent. A final ``--drain`` flushes what is left. The result carries every
 proof (exit status -9, what the gateway saw) and every comparison with the reference.
 """
 
@@ -30,9 +35,12 @@ from tests import chaos_harness as ch
 from tests.chaos_gateway import RecordingGateway, parse_write
 from tests.services import InfluxServer, RedisServer
 
-FAULT_KINDS: Final = ("random", "stuck_write", "after_write", "influx_paused")
-DEFAULT_PLAN: Final = ("random", "after_write", "stuck_write", "random", "influx_paused", "after_write",
-                       "random", "random")
+WORKER_KILLS: Final = ("random", "stuck_write", "after_write", "influx_paused")
+SERVER_FAULTS: Final = ("redis_restart", "influx_outage")
+FAULT_KINDS: Final = WORKER_KILLS + SERVER_FAULTS
+DEFAULT_PLAN: Final = ("random", "after_write", "stuck_write", "random", "influx_paused", "redis_restart",
+                       "after_write", "random", "influx_outage", "random")
+OUTAGE_S: Final = 3.0
 GROUP: Final = "aggregator"
 WRITE_WAIT_S: Final = 45.0
 CATCH_UP_S: Final = 90.0
@@ -43,9 +51,10 @@ class Fault:
     """One injected fault, its proof, and how long the pipeline took to recover from it."""
 
     kind: str
-    kill: ch.KillRecord
+    kill: ch.KillRecord | None
     proof: str
     recovery_s: float | None = None
+    server_returncode: int | None = None
 
 
 @dataclass(slots=True)
@@ -92,11 +101,21 @@ def caught_up(client: redis.Redis, shards: int = ch.SHARDS, prefix: str = ch.PRE
     return True
 
 
+def entries_added(client: redis.Redis, shards: int = ch.SHARDS, prefix: str = ch.PREFIX) -> int:
+    """Entries ever added to the shard streams (trimming does not lower it)."""
+    total = 0
+    for shard in range(shards):
+        stream = keys.stream_key(prefix, shard)
+        if client.exists(stream):
+            total += int(client.xinfo_stream(stream)["entries-added"])
+    return total
+
+
 class ChaosRunner:
     """Runs :data:`DEFAULT_PLAN` (or any plan) against the given servers."""
 
     def __init__(self, redis_server: RedisServer, influx: InfluxServer, db: str, work_dir: Path, *,
-                 seed: int, events: int = 6000, windows: int = 20, chunks: int = 10,
+                 seed: int, events: int = 6000, windows: int = 20, chunks: int = 12,
                  env: dict[str, str] | None = None) -> None:
         self.redis_server = redis_server
         self.influx = influx
@@ -131,11 +150,16 @@ class ChaosRunner:
         try:
             worker = self.worker().start()
             for kind in plan:
-                self.send_next()
+                if kind in WORKER_KILLS:  # server faults send their chunk while the server is down
+                    self.send_next()
                 fault = self.inject(kind, worker)
-                worker = self.worker().start()
+                if fault.kill is not None:
+                    worker = self.worker().start()
+                elif not worker.alive():
+                    raise AssertionError(f"the worker did not survive {kind}; log:\n{worker.log_tail()}")
                 recovery_s = self.recover(worker, since=time.monotonic())
-                self.result.faults.append(Fault(kind, fault.kill, fault.proof, recovery_s))
+                self.result.faults.append(Fault(kind, fault.kill, fault.proof, recovery_s,
+                                                fault.server_returncode))
             while self.chunks:
                 self.send_next()
             worker.terminate()
@@ -160,8 +184,35 @@ class ChaosRunner:
 
     def inject(self, kind: str, worker: ch.WorkerProcess) -> Fault:
         inject = {"random": self._random, "stuck_write": self._stuck_write,
-                  "after_write": self._after_write, "influx_paused": self._influx_paused}[kind]
+                  "after_write": self._after_write, "influx_paused": self._influx_paused,
+                  "redis_restart": self._redis_restart, "influx_outage": self._influx_outage}[kind]
         return inject(worker)
+
+    def _redis_restart(self, worker: ch.WorkerProcess) -> Fault:
+        entries = entries_added(self.redis_server.client())
+        self.redis_server.kill()
+        returncode = self.redis_server.proc.returncode if self.redis_server.proc else None
+        assert returncode == -9 and not self.redis_server.ping(), "redis-server died of SIGKILL"
+        time.sleep(1.0)
+        self.redis_server.start()
+        reloaded = entries_added(self.redis_server.client())
+        assert reloaded == entries, f"the append-only file brought back {reloaded} of {entries} entries"
+        self.send_next()
+        return Fault("redis_restart", None, f"redis-server pid died of SIGKILL (rc {returncode}) under "
+                     f"worker {worker.pid}; restarted from its AOF with {reloaded} entries",
+                     server_returncode=returncode)
+
+    def _influx_outage(self, worker: ch.WorkerProcess) -> Fault:
+        before = len(self.gateway.recorder.writes)
+        self.influx.kill()
+        returncode = self.influx.proc.returncode if self.influx.proc else None
+        assert returncode == -9 and not self.influx.ping(), "influxd died of SIGKILL"
+        self.send_next()
+        time.sleep(OUTAGE_S)
+        failed = sum(1 for w in self.gateway.recorder.writes[before:] if not w.applied)
+        self.influx.start()
+        return Fault("influx_outage", None, f"influxd died of SIGKILL (rc {returncode}) for {OUTAGE_S:.0f}s; "
+                     f"{failed} write attempts failed meanwhile", server_returncode=returncode)
 
     def _random(self, worker: ch.WorkerProcess) -> Fault:
         delay = self.rng.uniform(0.2, 2.5)
