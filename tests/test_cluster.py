@@ -26,7 +26,7 @@ from consumer.model import DeadLetter
 from consumer.source import StreamSource
 from producers import Telemetry, keys, wire
 from tests import chaos_harness as ch
-from tests.cluster import LocalCluster, key_slot, wait_caught_up, wait_running
+from tests.cluster import WORKER_ON_CLUSTER, LocalCluster, key_slot, wait_caught_up, wait_running
 from tests.services import InfluxServer
 
 PREFIX = ch.PREFIX
@@ -170,12 +170,6 @@ def test_producer_sends_every_event_to_its_shard_on_the_cluster(redis_cluster: L
 
 
 # --- two workers over the cluster, one killed ------------------------------------------------
-
-
-WORKER_ON_CLUSTER = pytest.mark.xfail(
-    strict=True, reason="consumer/worker.py builds its client with redis.Redis.from_url (no redis+cluster:// "
-    "scheme) and consumer/source.py reads all owned shards in ONE XREADGROUP, which a cluster refuses "
-    "when they are in different slots; remove this mark once the worker supports Redis Cluster")
 
 
 @WORKER_ON_CLUSTER
