@@ -262,6 +262,7 @@ class ShardWindows:
         self._windows: dict[int, _Window] = {}
         self._measurements: dict[str, _Measurement] = {}
         self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
+        self._shed_below: int | float = -math.inf  # windows below this index were shed (memory budget)
         self.overflowed = 0
         """Events whose tags were collapsed to ``__overflow__`` (cardinality guard)."""
         self.late_events = 0
@@ -300,7 +301,7 @@ class ShardWindows:
             return self._from_future(ts, now_s)
         index = _floor(ts / self._window_s)
         watermark = self._watermark
-        if (index + 1) * self._window_s < watermark - self._lateness_s:
+        if (index + 1) * self._window_s < watermark - self._lateness_s or index < self._shed_below:
             return REASON_TOO_LATE, self._too_late_detail(ts, index, watermark)
         measurement = self._measurements.get(event.measurement)
         if measurement is None:
@@ -401,6 +402,9 @@ class ShardWindows:
 
     def _too_late_detail(self, ts: float, index: int, watermark: float) -> str:
         start = index * self._window_s
+        if index < self._shed_below:
+            return (f"event time {ts:.3f} is in window [{start:g}, {start + self._window_s:g}) which was "
+                    "already written and dropped early to stay within the worker's memory budget")
         return (f"event time {ts:.3f} is in window [{start:g}, {start + self._window_s:g}) which ended more "
                 f"than {self._lateness_s:g}s before the watermark {watermark:.3f}")
 
@@ -458,6 +462,29 @@ class ShardWindows:
             del self._windows[index]
         return len(gone)
 
+    def shed(self, max_series: int) -> int:
+        """Drop written windows early, oldest first, until at most ``max_series`` series-windows remain.
+
+        For a worker whose memory budget is full of windows kept only for late events: reading
+        stops, so the watermark stops, so :meth:`evict` never frees them. Only clean windows that
+        are past their end + grace go; an event that arrives later for one of them is
+        ``too_late`` (it cannot be added to a point whose state is gone). Returns how many
+        series-windows were dropped.
+        """
+        dropped = 0
+        count = self.series_count
+        for index in sorted(self._windows):
+            window = self._windows[index]
+            if count <= max_series or window.dirty:
+                break
+            if (index + 1) * self._window_s + self._grace_s > self._watermark:
+                break
+            del self._windows[index]
+            count -= len(window.series)
+            dropped += len(window.series)
+            self._shed_below = max(self._shed_below, index + 1)
+        return dropped
+
     # -- checkpointing ----------------------------------------------------------------------
     def snapshot(self) -> bytes:
         """Everything needed to resume exactly, as compact msgpack."""
@@ -472,6 +499,7 @@ class ShardWindows:
             "wm": self.watermark,
             "ovf": self.overflowed,
             "late": self.late_events,
+            "shed": None if self._shed_below == -math.inf else self._shed_below,
             "reg": {name: m.registry for name, m in self._measurements.items() if m.registry},
             "win": windows,
         }
@@ -487,6 +515,7 @@ class ShardWindows:
         windows._watermark = -math.inf if state["wm"] is None else state["wm"]
         windows.overflowed = state["ovf"]
         windows.late_events = state["late"]
+        windows._shed_below = -math.inf if state["shed"] is None else state["shed"]
         for name, registry in state["reg"].items():
             measurement = windows._measurements[name] = _Measurement(name)
             for field_name, code in registry.items():

@@ -261,3 +261,21 @@ def test_the_same_tags_in_any_order_are_one_series() -> None:
     w.record(ev(0, {"x": 3.0}, T0 + 3, {"b": "2", "c": "3", "a": "1"}), T0)
     (point,) = w.collect_all().points
     assert (point.tags, point.fields["event_count"]) == ((("a", "1"), ("b", "2"), ("c", "3")), 3)
+
+
+def test_shed_drops_written_windows_oldest_first_and_refuses_their_late_events() -> None:
+    w = windows(allowed_lateness_s=300.0)
+    for k in range(5):  # windows T0, T0+10, ..., T0+40, two series each
+        for user in ("a", "b"):
+            w.record(ev(0, {"x": 1.0}, T0 + 10 * k + 1, {"user_id": user}), T0)
+    assert w.shed(0) == 0  # nothing written yet: nothing may go
+    w.commit(w.collect_due(T0, idle=False))  # watermark T0+41: windows up to T0+20 are due
+    assert w.series_count == 10
+    assert w.shed(6) == 4  # the two oldest written windows
+    assert w.series_count == 6
+    assert w.shed(0) == 2  # T0+20 is written too; T0+30 and T0+40 are not due yet
+    late = w.record(ev(0, {"x": 1.0}, T0 + 5, {"user_id": "a"}), T0)
+    assert late is not None and late[0] == "too_late" and "memory budget" in late[1]
+    restored = ShardWindows.restore(w.snapshot(), **{**CONFIG, "allowed_lateness_s": 300.0})
+    assert restored.record(ev(0, {"x": 1.0}, T0 + 25, {"user_id": "a"}), T0) is not None
+    assert restored.record(ev(0, {"x": 1.0}, T0 + 31, {"user_id": "a"}), T0) is None
