@@ -226,6 +226,8 @@ class Worker:
         return got, bool(got)
 
     def _over_budget(self, state: ShardState) -> bool:
+        if state.windows.series_count >= self.config.max_open_series:
+            state.windows.shed(self.config.max_open_series // 2)  # written windows kept for late events
         over = state.windows.series_count >= self.config.max_open_series
         if over and not state.paused:
             logger.warning("shard %d: memory budget reached (%d open series-windows): reading paused until "
