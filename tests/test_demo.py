@@ -33,6 +33,8 @@ def _demo(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
             "--seed",
             "7",
             "--json",
+            "--bad-rate",
+            "0",
             *args,
         ],
         env={"TELEMETRY_STREAM_PREFIX": "demo", "TELEMETRY_SHARDS": "2", **env},
@@ -51,7 +53,9 @@ def test_demo_with_configured_services_totals_match_influxql(
             "TELEMETRY_INFLUX_URL": server.url,
             "TELEMETRY_INFLUX_API": "v1",
             "TELEMETRY_INFLUX_DB": db,
-        }
+        },
+        "--bad-rate",
+        "0.05",
     )
     assert code == 0
     assert summary["services"]["redis"] == {
@@ -67,8 +71,14 @@ def test_demo_with_configured_services_totals_match_influxql(
     assert len(set(sent.values())) > 3
     assert summary["events_total"] == sum(sent.values()) == summary["producer"]["sent"]
     assert summary["producer"]["dropped"] == 0
-    assert summary["worker"]["events_in"] == summary["events_total"]
-    assert summary["dead_letters"] == {}
+    # the misbehaving sensor's NaN readings are dead letters; everything else is in InfluxDB
+    bad = summary["dead_letters_by_measurement"].get("attachment_monitoring", 0)
+    assert bad > 0
+    assert summary["dead_letters_by_measurement"] == {"attachment_monitoring": bad}
+    assert summary["dead_letters"] == {"invalid_value": bad}
+    assert summary["worker"]["events_in"] + bad == summary["events_total"]
+    dlq = redis_server.client().xrange("demo:dlq")
+    assert [fields[b"reason"] for _id, fields in dlq] == [b"invalid_value"] * bad
     assert set(summary["risk_levels"]) <= {"LOW", "MEDIUM", "HIGH"} and len(summary["risk_levels"]) >= 2
     # what InfluxDB holds, asked independently
     for measurement, events in sent.items():
@@ -76,8 +86,9 @@ def test_demo_with_configured_services_totals_match_influxql(
             f'SELECT count("event_count") AS points, sum("event_count") AS events FROM "{measurement}"', db=db
         )
         assert len(rows) == 1, measurement
-        assert rows[0]["events"] == events, measurement
-        assert summary["points"][measurement] == {"points": rows[0]["points"], "events": events}
+        stored = events - summary["dead_letters_by_measurement"].get(measurement, 0)
+        assert rows[0]["events"] == stored, measurement
+        assert summary["points"][measurement] == {"points": rows[0]["points"], "events": stored}
     risk = server.query('SELECT sum("event_count") FROM "attachment_monitoring" GROUP BY "risk_level"', db=db)
     assert {row["risk_level"]: row["sum"] for row in risk} == summary["risk_levels"]
     interventions = server.query('SELECT sum("intervention_provided") FROM "attachment_monitoring"', db=db)

@@ -35,15 +35,24 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     table = Table(
         title=f"{summary.messages:,} messages, {summary.events_total:,} events in {summary.duration_s:.1f}s"
     )
-    for column in ("measurement", "events sent", "points written", "events in points"):
+    for column in ("measurement", "events sent", "points written", "events in points", "dead letters"):
         table.add_column(column, justify="left" if column == "measurement" else "right")
     for name, sent in summary.events_sent.items():
         landed = summary.points.get(name, {})
         events = landed.get("events", 0)
-        colour = "green" if events == sent else "yellow"
-        table.add_row(name, f"{sent:,}", f"{landed.get('points', 0):,}", f"[{colour}]{events:,}[/{colour}]")
+        dead_n = summary.dead_letters_by_measurement.get(name, 0)
+        colour = "green" if events + dead_n == sent else "red"
+        table.add_row(
+            name,
+            f"{sent:,}",
+            f"{landed.get('points', 0):,}",
+            f"[{colour}]{events:,}[/{colour}]",
+            f"{dead_n:,}" if dead_n else "",
+        )
     console.print(table)
     dead = ", ".join(f"{reason} {n}" for reason, n in summary.dead_letters.items()) or "none"
+    if summary.dead_letters:
+        dead += " (see them: telemetry dlq list)"
     console.print(
         f"dead letters: {dead}    risk levels checked: "
         + ", ".join(f"{level} {n}" for level, n in summary.risk_levels.items())
@@ -67,6 +76,9 @@ def demo_command(
     users: Annotated[int, typer.Option("--users", help="simulated users")] = 200,
     bots: Annotated[int, typer.Option("--bots", help="simulated bots (1-9)")] = 3,
     seed: Annotated[int | None, typer.Option("--seed", help="random seed (repeatable runs)")] = None,
+    bad_rate: Annotated[
+        float, typer.Option("--bad-rate", help="share of checks sent with a NaN value (shows dead letters)")
+    ] = 0.002,
     redis_url: RedisUrl = None,
     stream_prefix: StreamPrefix = None,
     shards: Shards = None,
@@ -95,7 +107,13 @@ def demo_command(
         influx_api=influx_api,
     )
     options = DemoOptions(
-        duration_s=duration_s, rate=rate, users=users, bots=bots, seed=seed, live=not as_json
+        duration_s=duration_s,
+        rate=rate,
+        users=users,
+        bots=bots,
+        seed=seed,
+        bad_rate=bad_rate,
+        live=not as_json,
     )
     console = Console(stderr=as_json)
     if not verbose:
@@ -118,7 +136,7 @@ def demo_command(
         summary = run_demo(config, options, console, before_stop=show)
     except (OSError, RuntimeError) as exc:
         fail(f"demo failed: {exc}")
-    if any(summary.points.get(m, {}).get("events", 0) != n for m, n in summary.events_sent.items()):
+    if summary.unaccounted():
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 

@@ -33,6 +33,7 @@ from consumer.demo.progress import Progress
 from consumer.demo.results import count_points, queries_for
 from consumer.demo.services import DEMO_DATABASE, Service, Services
 from consumer.demo.workload import Workload
+from consumer.dlq_ops import parse_record
 from consumer.stream_admin import StreamAdmin
 from consumer.worker import Worker
 from producers import Telemetry
@@ -52,6 +53,8 @@ class DemoOptions:
     users: int = 200
     bots: int = 3
     seed: int | None = None
+    bad_rate: float = 0.002
+    """Share of attachment checks sent with a NaN value (they become dead letters)."""
     live: bool = True
 
 
@@ -68,10 +71,22 @@ class DemoSummary:
     points: dict[str, dict[str, int]]
     """Per measurement: ``points`` written and ``events`` (the sum of their event_count)."""
     dead_letters: dict[str, int]
+    dead_letters_by_measurement: dict[str, int]
     risk_levels: dict[str, int]
     services: dict[str, dict[str, Any]]
     settings: dict[str, str]
     queries: dict[str, str] = field(default_factory=dict)
+
+    def unaccounted(self) -> dict[str, int]:
+        """Per measurement, events sent that are neither in a point nor a dead letter (should be {})."""
+        missing = {}
+        for name, sent in self.events_sent.items():
+            landed = self.points.get(name, {}).get("events", 0) + self.dead_letters_by_measurement.get(
+                name, 0
+            )
+            if landed != sent:
+                missing[name] = sent - landed
+        return missing
 
 
 def _worker_config(config: WorkerConfig, redis_service: Service, influx: Service) -> WorkerConfig:
@@ -90,6 +105,16 @@ def _run_worker(config: WorkerConfig) -> tuple[Worker, threading.Thread]:
     thread = threading.Thread(target=worker.run, name="demo-worker", daemon=True)
     thread.start()
     return worker, thread
+
+
+def _dead_by_measurement(admin: StreamAdmin, after_id: str) -> dict[str, int]:
+    """Dead letters appended since ``after_id``, by the measurement of their event."""
+    counts: Counter[str] = Counter()
+    ms, _, seq = after_id.partition("-")
+    for entry in admin.iter_range(admin.dlq, start=f"{ms}-{int(seq or 0) + 1}"):
+        record = parse_record(entry)
+        counts[str(record.event[1]) if record.event else "(not an event)"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _drive(workload: Workload, options: DemoOptions, progress: Progress) -> float:
@@ -122,6 +147,7 @@ def run_demo(
         client = redis.Redis.from_url(worker_config.redis_url)
         admin = StreamAdmin(client, prefix=config.stream_prefix, shards=config.shards, group=config.group)
         dead_before = admin.dead_letter_counts().by_reason
+        dlq_mark = admin.latest_ids([admin.dlq])[admin.dlq]
         console.print(
             f"[bold]telemetry demo[/bold]: Redis {redis_service.kind} {redis_service.url}, "
             f"InfluxDB {influx.kind} {influx.url}; {options.bots} bots, {options.users} users, "
@@ -133,7 +159,9 @@ def run_demo(
         tel = Telemetry(redis_url=worker_config.redis_url, prefix=config.stream_prefix, shards=config.shards)
         workers: list[Worker] = [worker]
         try:
-            workload = Workload(tel, bots=options.bots, users=options.users, seed=options.seed)
+            workload = Workload(
+                tel, bots=options.bots, users=options.users, seed=options.seed, bad_rate=options.bad_rate
+            )
             with Progress(console, workload, tel, workers, admin, options, live=options.live) as progress:
                 elapsed = _drive(workload, options, progress)
                 progress.phase("flushing the producer")
@@ -174,6 +202,7 @@ def run_demo(
             worker=dict(sorted(totals.items())),
             points=points,
             dead_letters=dead,
+            dead_letters_by_measurement=_dead_by_measurement(admin, dlq_mark),
             risk_levels=dict(sorted(workload.risk_levels.items())),
             services={"redis": redis_service.describe(), "influx": influx.describe()},
             settings={

@@ -8,6 +8,10 @@ whose trust declined) and the learning components. Heavy users write more often 
 
 Every event goes through the real producer; :class:`CountingTelemetry` counts them per
 measurement so the demo can compare what was sent with what InfluxDB holds.
+
+``bad_rate`` is the share of attachment checks whose sensor misbehaves and reports a NaN
+intensity, the kind of value the worker dead-letters (``invalid_value``) while the rest of the
+batch goes through: the demo shows dead letters doing their job.
 """
 
 from __future__ import annotations
@@ -127,7 +131,9 @@ class Workload:
         print(workload.sent)          # events per measurement
     """
 
-    def __init__(self, tel: Telemetry, *, bots: int, users: int, seed: int | None = None) -> None:
+    def __init__(
+        self, tel: Telemetry, *, bots: int, users: int, seed: int | None = None, bad_rate: float = 0.0
+    ) -> None:
         if not 1 <= bots <= len(BOT_NAMES):
             raise ValueError(f"bots must be between 1 and {len(BOT_NAMES)}")
         if users < 1:
@@ -138,6 +144,8 @@ class Workload:
         self.users = [self._new_user(i, bots) for i in range(users)]
         self._weights = [user.weight for user in self.users]
         self.messages = 0
+        self.bad_rate = bad_rate
+        self.bad_events = 0
         self.risk_levels: Counter[str] = Counter()
 
     @property
@@ -167,14 +175,20 @@ class Workload:
         user.drift(rng)
         bot = self.bots[user.bot]
         self.messages += 1
+        intensity = round(min(1.0, max(0.0, rng.gauss(user.intensity_mean, 0.1))), 3)
+        if self.bad_rate and rng.random() < self.bad_rate:
+            intensity = float("nan")  # a misbehaving sensor: the worker dead-letters this event
+            self.bad_events += 1
         activity = UserActivity(
             interaction_frequency=round(user.frequency, 2),
-            emotional_intensity=round(min(1.0, max(0.0, rng.gauss(user.intensity_mean, 0.1))), 3),
+            emotional_intensity=intensity,
             dependency_count=min(14, max(0, int(rng.gauss(user.dependency_rate, 1.0)))),
             consecutive_days=user.consecutive_days,
             active_days_30=user.active_days,
         )
-        self.risk_levels[bot.attachment.check(user.user_id, activity).risk_level] += 1
+        level = bot.attachment.check(user.user_id, activity).risk_level
+        if intensity == intensity:  # NaN is not equal to itself: a dead letter is no risk check
+            self.risk_levels[level] += 1
         bot.router.route(rng.choice(QUERIES), user_id=user.user_id)
         bot.emotions.after_reply(user.user_id)
         bot.engagement.analyze_conversation_engagement(user.user_id, engagement=rng.random())
