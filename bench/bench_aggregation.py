@@ -167,7 +167,8 @@ def run() -> str:
         f"{len(raws):,} events shaped like the seed's workload (per message: 1 attachment_monitoring "
         "with 5 fields and 3 tags, 1 vector_classification with 10 fields and 4 tags, 3 component "
         f"counts), 10 s windows over {SPAN_S:.0f} s of event time, flushed and committed every "
-        f"10,000 events; best of {REPEATS}, events per CPU-second. Target: 300,000 events/s per core for `record`.",
+        f"10,000 events; best of {REPEATS}, events per CPU-second. "
+        "Target: 300,000 events/s per core for `record`.",
         "",
         "| stage | events/s per core |",
         "|---|---:|",
