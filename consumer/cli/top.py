@@ -268,6 +268,7 @@ def top_command(
             Console().print(render(model.sample(), title))
             return
         with (
+            contextlib.suppress(KeyboardInterrupt),  # Ctrl-C quits like q
             cbreak_keys() as fd,
             Live(render(model.sample(), title), screen=True, auto_refresh=False) as live,
         ):
