@@ -128,24 +128,30 @@ def _check_name(name: object, what: str) -> str | None:
     return problem
 
 
-def _check_tags(tags: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:
+def _check_tags(tags: dict[Any, Any]) -> tuple[dict[str, str], str | None]:
+    """The tags as they are when every name is known good (the common case), else the slow path."""
+    for key, value in tags.items():
+        if key not in _good_names or value.__class__ is not str or value not in _good_tag_values:
+            return _check_tags_slowly(tags)
+    return tags, None
+
+
+def _check_tags_slowly(tags: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:
     clean: dict[str, str] = {}
     for key, value in tags.items():
         if key not in _good_names:
             problem = _check_name(key, "tag key")
             if problem is not None:
                 return clean, problem
-        if value.__class__ is str and value in _good_tag_values:
-            clean[key] = value
-            continue
         if value == "":
             continue  # InfluxDB cannot store an empty tag value: leaving the tag out is the same
-        problem = name_problem(value, what=f"value of tag {key!r}", max_bytes=MAX_TAG_VALUE_BYTES)
-        if problem is not None:
-            return clean, problem
-        if len(_good_tag_values) >= _NAME_CACHE_LIMIT:
-            _good_tag_values.clear()
-        _good_tag_values.add(value)
+        if value.__class__ is not str or value not in _good_tag_values:
+            problem = name_problem(value, what=f"value of tag {key!r}", max_bytes=MAX_TAG_VALUE_BYTES)
+            if problem is not None:
+                return clean, problem
+            if len(_good_tag_values) >= _NAME_CACHE_LIMIT:
+                _good_tag_values.clear()
+            _good_tag_values.add(value)
         clean[key] = value
     return clean, None
 
@@ -227,7 +233,7 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
         if isinstance(result, tuple):
             reason, detail = result        # dead-letter it
     """
-    if not isinstance(raw, list | tuple) or len(raw) != 5:
+    if (raw.__class__ is not list and not isinstance(raw, tuple)) or len(raw) != 5:
         return REASON_INVALID_EVENT, "an event is an array [kind, measurement, ts, tags, fields]"
     kind, measurement, ts, tags, fields = raw
     if kind.__class__ is not int or kind not in KIND_NAMES:
@@ -237,7 +243,7 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
         return REASON_INVALID_NAME, problem
     if ts.__class__ not in (float, int) or not MIN_TS_S <= ts <= MAX_TS_S:
         return REASON_INVALID_EVENT, f"event time {ts!r} is not a number of seconds within InfluxDB's range"
-    if not isinstance(tags, dict) or not isinstance(fields, dict):
+    if tags.__class__ is not dict or fields.__class__ is not dict:
         return REASON_INVALID_EVENT, "tags and fields must be maps"
     clean_tags, problem = _check_tags(tags)
     if problem is not None:
