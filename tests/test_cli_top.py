@@ -94,8 +94,6 @@ def test_top_in_a_terminal_refreshes_and_quits_on_q(redis_server: RedisServer) -
 
 
 def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer) -> None:
-    import threading
-
     from consumer.metrics import Metrics
     from tests.services import free_port
 
@@ -105,16 +103,19 @@ def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer
     server = metrics.serve(port, host="127.0.0.1")
     client = redis_server.client()
     _send(client, 0, 1, "m", 3)
+    original_render = metrics.render
+
+    def render_then_write() -> bytes:
+        """Two writes (40 ms, 60 ms) happen right after top's first scrape -> mean 50 ms in its frame."""
+        body = original_render()
+        if not getattr(render_then_write, "done", False):
+            render_then_write.done = True  # type: ignore[attr-defined]
+            metrics.listen("latency", 0, "write", 40.0)
+            metrics.listen("latency", 0, "write", 60.0)
+        return body
+
+    metrics.render = render_then_write  # type: ignore[method-assign]
     try:
-        # two writes of 40 ms and 60 ms happen between the two samples -> mean 50 ms
-        timer = threading.Timer(
-            0.2,
-            lambda: (
-                metrics.listen("latency", 0, "write", 40.0),
-                metrics.listen("latency", 0, "write", 60.0),
-            ),
-        )
-        timer.start()
         result = CliRunner().invoke(
             make_app("consumer.cli.top"),
             [
@@ -133,7 +134,6 @@ def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer
             ],
             env={"COLUMNS": "150"},
         )
-        timer.join()
     finally:
         server.shutdown()
         server.server_close()
