@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from consumer.model import Event, Position
+from consumer.model import DEAD_LETTER_REASONS, Event, Position
 from consumer.validate import validate
 
 POS = Position(1_700_000_000_000, 0, 3)
@@ -129,3 +131,31 @@ def test_good_event_becomes_an_event_with_empty_tags_dropped() -> None:
 ])
 def test_valid_edge_cases_are_accepted(raw: Any) -> None:
     assert isinstance(validate(raw, POS), Event)
+
+
+_msgpack_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8),
+              st.binary(max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4) | st.integers(),
+                                                                          inner, max_size=3)),
+    max_leaves=12)
+_near_events = st.tuples(
+    st.one_of(st.sampled_from([0, 1, 2, 3]), _msgpack_values),
+    st.one_of(st.sampled_from(["m", "time", "a b", "x\\"]), _msgpack_values),
+    st.one_of(st.floats(), st.integers(), _msgpack_values),
+    st.one_of(st.dictionaries(st.sampled_from(["user_id", "time", "", "k\\"]),
+                              st.text(max_size=3) | st.integers(), max_size=3), _msgpack_values),
+    st.one_of(st.dictionaries(st.sampled_from(["x", "x_min", "event", "event_count", "time", "a\nb"]),
+                              _msgpack_values, max_size=3), _msgpack_values),
+).map(list)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(_near_events, _msgpack_values))
+def test_validate_never_raises_and_answers_with_a_known_reason(raw: Any) -> None:
+    result = validate(raw, POS)
+    if isinstance(result, tuple):
+        assert result[0] in DEAD_LETTER_REASONS and isinstance(result[1], str) and result[1]
+    else:
+        assert isinstance(result, Event)
+        assert all(isinstance(v, str) and v for v in result.tags.values())
