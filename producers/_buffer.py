@@ -41,6 +41,18 @@ BACKOFF_BASE_S: Final = 0.05
 BACKOFF_MAX_S: Final = 5.0
 DROP_LOG_INTERVAL_S: Final = 10.0
 BATCHES_PER_SEND: Final = 4
+MAX_TIMEOUT_S: Final = 1e6   # "wait forever" without overflowing lock timeouts
+
+
+def seconds(timeout: object, default: float = 5.0) -> float:
+    """A usable timeout from whatever the caller passed (None or garbage -> ``default``)."""
+    try:
+        value = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    if value != value:  # NaN
+        return default
+    return min(max(value, 0.0), MAX_TIMEOUT_S)
 
 
 def counter_value(counter: itertools.count[int]) -> int:
@@ -110,12 +122,13 @@ class EventBuffer:
     def flush(self, timeout_s: float) -> bool:
         """Wait until every event emitted before the call has left the buffer and reached Redis
         (or was counted as dropped or unencodable); False when ``timeout_s`` passes first."""
+        timeout_s = seconds(timeout_s)
         target = self.emitted()
         thread = self._thread
         if thread is None or not thread.is_alive():
             return not self._buf and not self._sender.pending
         self.wake()
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        deadline = time.monotonic() + timeout_s
         with self._progress:
             while self._flushed_upto < target:
                 remaining = deadline - time.monotonic()
@@ -126,15 +139,16 @@ class EventBuffer:
 
     def close(self, timeout_s: float) -> bool:
         """Stop accepting events, drain within ``timeout_s``, stop the thread; True when all sent."""
+        timeout_s = seconds(timeout_s)
         closed: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=0)
         self.append = closed.append   # later events vanish here and count as dropped
-        self._deadline = time.monotonic() + max(0.0, timeout_s)
+        self._deadline = time.monotonic() + timeout_s
         self._closing = True
         self._stop_event.set()
         self._wake_event.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, timeout_s) + 0.5)
+            thread.join(timeout_s + 0.5)
             if thread.is_alive():
                 return False
         self._sender.close()

@@ -26,7 +26,8 @@ Lifecycle: the flusher starts at construction (no connection is made until the f
 ``close()`` drains within a deadline and is idempotent; events recorded after it are counted as
 dropped. Interpreter exit closes every open producer with ``exit_timeout_ms``. In a child made
 by ``fork`` each producer starts over with a new producer id, an empty buffer (the parent's
-buffered events stay the parent's) and its own flusher.
+buffered events stay the parent's) and its own flusher. A child that leaves with ``os._exit``
+(as ``multiprocessing`` workers do) skips interpreter-exit handlers: call ``close()`` first.
 """
 
 from __future__ import annotations

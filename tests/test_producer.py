@@ -286,3 +286,14 @@ def test_from_env_reads_variables(fake: fakeredis.FakeRedis) -> None:
     assert tel.flush(5)
     assert [e[4] for e in read_events(fake, prefix="tp", shards=2)] == [{"x": 1}]
     tel.close(1)
+
+
+def test_odd_timeouts_do_not_raise(fake: fakeredis.FakeRedis) -> None:
+    tel = Telemetry(client=fake, flush_interval_ms=10)
+    tel.emit("m", {"x": 1})
+    assert tel.flush(None) is True                 # type: ignore[arg-type]
+    assert tel.flush(float("inf")) is True
+    tel.emit("m", {"x": 2})
+    assert tel.flush("soon") is True               # type: ignore[arg-type]
+    assert tel.close(float("nan")) is True
+    assert len(read_events(fake)) == 2
