@@ -191,7 +191,7 @@ class Telemetry:
         self._client = client
         self._closed = False
         self._bound: dict[Any, BoundTelemetry] = {}
-        self._handles: list[Any] = []   # weak references to every BoundTelemetry, for rewiring
+        self._handles: weakref.WeakSet[BoundTelemetry] = weakref.WeakSet()   # rewired after fork/close
         self._core = self._new_core()
         self._rewire()
         self._core.start()
@@ -226,13 +226,11 @@ class Telemetry:
     def _wire(self, handle: BoundTelemetry) -> None:
         """Give a new handle the hot path, and remember it so fork and close can rewire it."""
         self._copy_hot_path(handle)
-        self._handles.append(weakref.ref(handle))
+        self._handles.add(handle)
 
     def _rewire(self) -> None:
-        self._handles = [ref for ref in self._handles if ref() is not None]
-        for target in (self, *(ref() for ref in self._handles)):
-            if target is not None:
-                self._copy_hot_path(target)
+        for target in (self, *list(self._handles)):
+            self._copy_hot_path(target)
 
     @property
     def producer_id(self) -> str:
