@@ -92,6 +92,7 @@ from consumer.validate import (
     output_names,
     resolve_semantics,
 )
+from producers.durations import ConfigError
 
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
@@ -500,6 +501,7 @@ class ShardWindows:
             "wm": self.watermark,
             "ovf": self.overflowed,
             "late": self.late_events,
+            "w": self._window_s,
             "shed": None if self._shed_below == -math.inf else self._shed_below,
             "reg": {name: m.registry for name, m in self._measurements.items() if m.registry},
             "win": windows,
@@ -508,7 +510,11 @@ class ShardWindows:
 
     @classmethod
     def restore(cls, blob: bytes, **config: Any) -> ShardWindows:
-        """A new object, configured by ``config``, in exactly the state ``blob`` describes."""
+        """A new object, configured by ``config``, in exactly the state ``blob`` describes.
+
+        Raises:
+            ConfigError: the snapshot holds windows of another length than ``window_s``.
+        """
         state = msgpack.unpackb(blob, raw=False, strict_map_key=False)
         if state.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"window snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}")
@@ -517,6 +523,13 @@ class ShardWindows:
         windows.overflowed = state["ovf"]
         windows.late_events = state["late"]
         windows._shed_below = -math.inf if state["shed"] is None else state["shed"]
+        if state["w"] != windows._window_s:
+            if state["win"]:
+                raise ConfigError(
+                    f"TELEMETRY_WINDOW={windows._window_s:g}s, but the checkpointed windows are "
+                    f"{state['w']:g}s long: drain them with the previous value first "
+                    "(telemetry consume --drain)")
+            windows._shed_below = -math.inf  # an index in the old window length means nothing now
         for name, registry in state["reg"].items():
             measurement = windows._measurements[name] = _Measurement(name)
             for field_name, code in registry.items():

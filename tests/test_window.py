@@ -8,6 +8,7 @@ import pytest
 
 from consumer.model import Event, Point, Position
 from consumer.window import OVERFLOW_VALUE, ShardWindows
+from producers.durations import ConfigError
 
 T0 = 1_700_000_000.0  # a multiple of 10: window [T0, T0 + 10)
 NS = 1_000_000_000
@@ -279,3 +280,12 @@ def test_shed_drops_written_windows_oldest_first_and_refuses_their_late_events()
     restored = ShardWindows.restore(w.snapshot(), **{**CONFIG, "allowed_lateness_s": 300.0})
     assert restored.record(ev(0, {"x": 1.0}, T0 + 25, {"user_id": "a"}), T0) is not None
     assert restored.record(ev(0, {"x": 1.0}, T0 + 31, {"user_id": "a"}), T0) is None
+
+
+def test_restoring_windows_of_another_length_is_a_clear_configuration_error() -> None:
+    w = windows()
+    w.record(ev(0, {"x": 1.0}, T0 + 1), T0)
+    with pytest.raises(ConfigError, match=r"TELEMETRY_WINDOW=5s.*10s long"):
+        ShardWindows.restore(w.snapshot(), **{**CONFIG, "window_s": 5.0})
+    nothing_retained = windows().snapshot()
+    assert ShardWindows.restore(nothing_retained, **{**CONFIG, "window_s": 5.0}).open_windows == 0
