@@ -58,8 +58,6 @@ class Metrics:
         """A :data:`consumer.selftelemetry.Listener`: mirror one update into Prometheus."""
         label = str(shard)
         if kind == "count":
-            if name == "dead_letters":
-                return  # the total is the sum of telemetry_worker_dead_letters{reason=...}
             if name.startswith(_DEAD_PREFIX):
                 self.dead_letters.labels(label, name[len(_DEAD_PREFIX):]).inc(value)
             else:
