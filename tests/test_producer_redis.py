@@ -86,6 +86,39 @@ def test_redis_killed_and_restarted_loses_nothing_within_bound(redis_server: Red
     tel.close(5)
 
 
+def test_redis_killed_while_emitter_thread_runs_counts_each_event_once(redis_server: RedisServer) -> None:
+    tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=5, batch_max_events=500,
+                    buffer_events=100_000)
+    total = 60_000
+    progress = threading.Event()
+
+    def emitter() -> None:
+        for i in range(total):
+            tel.emit("midrun", {"i": i}, tags={"user_id": f"u{i % 97}"})
+            if i % 1_000 == 999:
+                time.sleep(0.002)   # keep the run long enough to span the crash
+            if i == total // 4:
+                progress.set()
+
+    thread = threading.Thread(target=emitter)
+    thread.start()
+    progress.wait(60)
+    wait_until(lambda: tel.stats()["sent"] > 0, "some events delivered before the crash")
+    redis_server.kill()
+    assert not redis_server.is_running()
+    wait_until(lambda: tel.stats()["send_failures"] > 0, "a failed write while Redis is down")
+    redis_server.start()
+    thread.join()
+    assert tel.flush(60)
+    client = redis_server.client()
+    values = [e[4]["i"] for e in read_events(client)]
+    assert duplicates(values) == {}
+    assert sorted(values) == list(range(total))
+    stats = tel.stats()
+    assert (stats["sent"], stats["dropped"], stats["buffered"], stats["errors"]) == (total, 0, 0, 0)
+    tel.close(5)
+
+
 def test_emit_loop_finishes_while_redis_is_stopped(redis_server: RedisServer) -> None:
     tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=10, buffer_events=100_000)
     tel.emit("pause", {"i": -1})
