@@ -9,6 +9,7 @@ the current producer up on each call — the proxy pattern of OpenTelemetry's gl
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -115,3 +116,12 @@ def close(timeout: float = 5.0) -> bool:
 def stats() -> dict[str, int]:
     """:meth:`Telemetry.stats` of the default producer (zeros while unconfigured)."""
     return _current.stats()
+
+
+def _new_lock_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()   # another thread may have held it at the moment of fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
