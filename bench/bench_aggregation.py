@@ -24,6 +24,7 @@ from typing import Any
 import msgpack
 
 from consumer.model import Event, Position
+from consumer.privacy import Pseudonymizer
 from consumer.sketch import QuantileSketch
 from consumer.validate import validate
 from consumer.window import ShardWindows
@@ -116,16 +117,9 @@ def _sketch_rates(values: list[float]) -> tuple[float, float | None]:
     return ours_rate, len(values) / (time.process_time() - started)
 
 
-def run() -> str:
-    """Markdown section with events/s per core for each stage combination."""
-    raws = workload()
-    now_s = BASE_S + SPAN_S
-    events: list[Event] = []
-    for i, raw in enumerate(raws):
-        result = validate(raw, Position(i // 100, 0, i % 100))
-        assert not isinstance(result, tuple), result
-        events.append(result)
+def _stage_rates(raws: list[list[Any]], events: list[Event], now_s: float) -> list[tuple[str, float]]:
     payloads = [msgpack.packb(raws[i:i + 100]) for i in range(0, len(raws), 100)]
+    pseudonymizer = Pseudonymizer(("user_id",), b"bench-key")
 
     def record_only(windows: ShardWindows, start: int) -> None:
         record = windows.record
@@ -138,6 +132,12 @@ def run() -> str:
             event = validate(raws[i], Position(i // 100, 0, i % 100))
             record(event, now_s)  # type: ignore[arg-type]
 
+    def validate_pseudonymise_record(windows: ShardWindows, start: int) -> None:
+        record, apply = windows.record, pseudonymizer.apply
+        for i in range(start, min(start + 10_000, len(raws))):
+            event = validate(raws[i], Position(i // 100, 0, i % 100))
+            record(apply(event), now_s)  # type: ignore[arg-type]
+
     def decode_validate_record(windows: ShardWindows, start: int) -> None:
         record = windows.record
         for b in range(start // 100, (start + 10_000) // 100):
@@ -145,20 +145,38 @@ def run() -> str:
                 event = validate(raw, Position(b, 0, index))
                 record(event, now_s)  # type: ignore[arg-type]
 
-    rows = [("record (pre-validated events)", _run(record_only, len(events))),
+    return [("record (pre-validated events)", _run(record_only, len(events))),
             ("validate + record", _run(validate_record, len(raws))),
+            ("validate + pseudonymise user_id + record", _run(validate_pseudonymise_record, len(raws))),
             ("msgpack decode + validate + record", _run(decode_validate_record, len(raws)))]
+
+
+def _snapshot_costs(events: list[Event], now_s: float) -> tuple[ShardWindows, int, float, float]:
+    """State after the workload, its snapshot size, and the first and a later snapshot's CPU ms."""
     probe = ShardWindows(**CONFIG)
     for event in events:
         probe.record(event, now_s)
     started = time.process_time()
-    full_blob = probe.snapshot()
+    size = len(probe.snapshot())
     full_ms = (time.process_time() - started) * 1000
     for event in events[-5_000:]:  # one more second of traffic, into the newest window
         probe.record(event, now_s)
     started = time.process_time()
     probe.snapshot()
-    incremental_ms = (time.process_time() - started) * 1000
+    return probe, size, full_ms, (time.process_time() - started) * 1000
+
+
+def run() -> str:
+    """Markdown section with events/s per core for each stage combination."""
+    raws = workload()
+    now_s = BASE_S + SPAN_S
+    events: list[Event] = []
+    for i, raw in enumerate(raws):
+        result = validate(raw, Position(i // 100, 0, i % 100))
+        assert not isinstance(result, tuple), result
+        events.append(result)
+    rows = _stage_rates(raws, events, now_s)
+    probe, snapshot_size, full_ms, incremental_ms = _snapshot_costs(events, now_s)
     latencies = [random.Random(3).lognormvariate(3, 1) for _ in range(200_000)]
     ours, theirs = _sketch_rates(latencies)
     lines = [
@@ -175,7 +193,7 @@ def run() -> str:
         *[f"| {name} | {rate:,.0f} |" for name, rate in rows],
         "",
         f"State after the run: {probe.series_count:,} series-windows in {probe.open_windows} windows; "
-        f"checkpoint snapshot {len(full_blob) / 1024:,.0f} KiB, encoded in {full_ms:.0f} ms the first "
+        f"checkpoint snapshot {snapshot_size / 1024:,.0f} KiB, encoded in {full_ms:.0f} ms the first "
         f"time and in {incremental_ms:.0f} ms after another 5,000 events (only changed windows are "
         "re-encoded; the worker checkpoints every second).",
         "",

@@ -93,6 +93,7 @@ from consumer.validate import (
     resolve_semantics,
 )
 from producers.durations import ConfigError
+from producers.wire import KINDS
 
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
@@ -144,7 +145,7 @@ class _Measurement:
         self.registry: dict[str, int] = {}
         self.owners: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
         # memo of admitted (field, kind, value class) -> code; rebuilt on demand after restore
-        self.codes: dict[tuple[str, int, type], int] = {}
+        self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)  # [kind][field][cls]
 
     def register(self, name: str, code: int) -> None:
         self.registry[name] = code
@@ -183,12 +184,12 @@ def _new_accumulator(code: int, value: Any, ts: float, position: Position) -> li
 
 
 def _update(accumulators: dict[str, list[Any]], event: Event,
-            codes: dict[tuple[str, int, type], int]) -> None:
+            codes: dict[str, dict[type, int]]) -> None:
     """The hot loop: fold one event's fields into a series' accumulators (common cases inline)."""
     for name, value in event.fields.items():
         acc = accumulators.get(name)
         if acc is None:
-            code = codes[(name, event.kind, value.__class__)]
+            code = codes[name][value.__class__]
             accumulators[name] = _new_accumulator(code, value, event.ts, event.position)
             continue
         code = acc[0]
@@ -308,10 +309,10 @@ class ShardWindows:
         measurement = self._measurements.get(event.measurement)
         if measurement is None:
             measurement = self._measurements[event.measurement] = _Measurement(event.measurement)
-        codes = measurement.codes
-        kind = event.kind
+        codes = measurement.codes[event.kind]
         for name, value in event.fields.items():
-            if (name, kind, value.__class__) not in codes:
+            admitted = codes.get(name)
+            if admitted is None or value.__class__ not in admitted:
                 return self._record_new_fields(event, now_s, measurement)
         window = self._windows.get(index)
         if window is None:
@@ -361,7 +362,7 @@ class ShardWindows:
         for name, code in pending.items():
             measurement.register(name, code)
         for name, value in event.fields.items():
-            measurement.codes[(name, event.kind, value.__class__)] = measurement.registry[name]
+            measurement.codes[event.kind].setdefault(name, {})[value.__class__] = measurement.registry[name]
         return self.record(event, now_s)
 
     def _find_series(self, window: _Window, event: Event) -> _Series:
