@@ -120,9 +120,13 @@ class EventBuffer:
     # -- caller-facing lifecycle ----------------------------------------------------------------
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until every event emitted before the call has left the buffer and reached Redis
-        (or was counted as dropped or unencodable); False when ``timeout_s`` passes first."""
+        """Wait until every event emitted before the call has left the buffer.
+
+        True when they reached Redis (or were counted as unencodable); False when ``timeout_s``
+        passes first, or when the bound dropped events meanwhile (some may have been ours).
+        """
         timeout_s = seconds(timeout_s)
+        dropped_before = self.stats()["dropped"]
         target = self.emitted()
         thread = self._thread
         if thread is None or not thread.is_alive():
@@ -135,7 +139,7 @@ class EventBuffer:
                 if remaining <= 0:
                     return False
                 self._progress.wait(remaining)
-        return True
+        return self.stats()["dropped"] == dropped_before
 
     def close(self, timeout_s: float) -> bool:
         """Stop accepting events, drain within ``timeout_s``, stop the thread; True when all sent."""

@@ -287,9 +287,10 @@ class Telemetry:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything recorded before the call reached Redis; False on timeout.
+        """Wait until everything recorded before the call reached Redis.
 
-        Events dropped by the bound or counted as unencodable no longer wait (see ``stats()``).
+        False on timeout, or when the bound had to drop events meanwhile. Events counted as
+        unencodable do not make it False (see ``stats()["errors"]``).
         """
         return self._core.flush(timeout)
 
