@@ -14,10 +14,11 @@ under ``_lock``, counting them in ``_taken``), so at any quiet moment::
 only make the figure smaller, so it is a lower bound while emitters run and exact when they
 stop. Events appended after :meth:`close` go to a zero-length deque and show up as dropped.
 
-The flusher thread: wait for the Event or ``flush_interval_ms``; take up to ``batch_max_events``;
-encode one entry per shard; send them in one pipeline; on failure keep the same entries (same
-sequence numbers) and retry with exponential backoff and jitter, taking nothing new meanwhile,
-so events wait in the bounded deque and the oldest are dropped once it is full.
+The flusher thread: wait for the Event or ``flush_interval_ms``; take up to ``batch_max_events``
+(up to ``BATCHES_PER_SEND`` such batches when a backlog has built up); encode one entry per shard
+per batch; send them in one pipeline; on failure keep the same entries (same sequence numbers)
+and retry with exponential backoff and jitter, taking nothing new meanwhile, so events wait in
+the bounded deque and the oldest are dropped once it is full.
 """
 
 from __future__ import annotations
