@@ -45,6 +45,11 @@ def entry_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _next_id(entry_id: str) -> str:
     """The smallest id strictly greater than ``entry_id`` (for exclusive range starts)."""
     ms, _, seq = entry_id.partition("-")
@@ -230,6 +235,8 @@ class StreamAdmin:
             for entry in entries:
                 result.append((key, entry))
                 last_ids[key] = entry.entry_id
+        # XREAD groups its reply by stream; ids from one server clock give the arrival order.
+        result.sort(key=lambda item: _id_key(item[1].entry_id))
         return result
 
     def iter_range(self, key: str, *, start: str = "-", end: str = "+",
