@@ -66,6 +66,7 @@ class ChaosResult:
     entries_sent: int = 0
     faults: list[Fault] = field(default_factory=list)
     drain_returncode: int | None = None
+    drain_log: str = ""
     points_expected: int = 0
     points_read: int = 0
     mismatches: list[str] = field(default_factory=list)
@@ -165,6 +166,7 @@ class ChaosRunner:
             worker.terminate()
             drain = self.worker(["--drain"])
             self.result.drain_returncode = drain.run(timeout_s=180)
+            self.result.drain_log = drain.log_tail(60)
             self.verify()
         finally:
             self.gateway.stop()

@@ -20,7 +20,7 @@ SEED = int(os.environ.get("CHAOS_SEED", "20251125"))
 
 def assert_exact(result: ChaosResult) -> None:
     """Every check of a chaos run, with the evidence in the message when one fails."""
-    assert result.drain_returncode == 0
+    assert result.drain_returncode == 0, f"--drain exited {result.drain_returncode}:\n{result.drain_log}"
     assert result.mismatches == [], (
         f"seed {result.seed}: {len(result.mismatches)} differences from the reference:\n"
         + "\n".join(result.mismatches[:15]))
