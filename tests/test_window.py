@@ -289,3 +289,21 @@ def test_restoring_windows_of_another_length_is_a_clear_configuration_error() ->
         ShardWindows.restore(w.snapshot(), **{**CONFIG, "window_s": 5.0})
     nothing_retained = windows().snapshot()
     assert ShardWindows.restore(nothing_retained, **{**CONFIG, "window_s": 5.0}).open_windows == 0
+
+
+def test_every_per_value_memo_is_bounded_under_a_user_id_bomb() -> None:
+    """Validation, pseudonymisation and windows each remember values; none may grow without bound."""
+    from consumer import privacy, validate
+
+    w = windows(max_series=1000)
+    pseudonymizer = privacy.Pseudonymizer(("user_id",), b"key")
+    for i in range(110_000):  # past the bound of every memo
+        raw = [1, "m", T0 + (i % 10) * 0.5, {"user_id": f"user-{i}", "bot_name": "elena"}, {"n": 1}]
+        event = validate.validate(raw, Position(i, 0, 0))
+        assert isinstance(event, Event)
+        assert w.record(pseudonymizer.apply(event), T0) is None
+    assert len(validate._good_tag_values) <= validate._NAME_CACHE_LIMIT
+    assert len(pseudonymizer._cache) <= privacy._CACHE_LIMIT
+    assert w.series_count <= 1001
+    assert sum(len(window.aliases) for window in w._windows.values()) <= 1001
+    assert sum(p.fields["event_count"] for p in w.collect_all().points) == 110_000
