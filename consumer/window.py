@@ -120,6 +120,8 @@ class _Series:
 
 
 class _Window:
+    """One window of the shard: its series, which are dirty, and its cached encoding."""
+
     __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "series")
 
     def __init__(self, index: int) -> None:
@@ -144,8 +146,8 @@ class _Measurement:
         self.spec: MeasurementSpec | None = lookup(name)
         self.registry: dict[str, int] = {}
         self.owners: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
-        # memo of admitted (field, kind, value class) -> code; rebuilt on demand after restore
-        self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)  # [kind][field][cls]
+        # memo [kind][field][value class] -> code of what was admitted; rebuilt on demand after restore
+        self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)
 
     def register(self, name: str, code: int) -> None:
         self.registry[name] = code
