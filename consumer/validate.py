@@ -115,6 +115,12 @@ def resolve_semantics(kind: int, spec: MeasurementSpec | None, name: str, value:
     return code
 
 
+def _short(value: object) -> str:
+    """A bounded repr for dead-letter details (the payload itself is kept beside them)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_name(name: object, what: str) -> str | None:
     if name.__class__ is str and name in _good_names:
         return None
@@ -237,12 +243,12 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
         return REASON_INVALID_EVENT, "an event is an array [kind, measurement, ts, tags, fields]"
     kind, measurement, ts, tags, fields = raw
     if kind.__class__ is not int or kind not in KIND_NAMES:
-        return REASON_INVALID_EVENT, f"unknown kind {kind!r}"
+        return REASON_INVALID_EVENT, f"unknown kind {_short(kind)}"
     problem = _check_name(measurement, "measurement")
     if problem is not None:
         return REASON_INVALID_NAME, problem
     if ts.__class__ not in (float, int) or not MIN_TS_S <= ts <= MAX_TS_S:
-        return REASON_INVALID_EVENT, f"event time {ts!r} is not a number of seconds within InfluxDB's range"
+        return REASON_INVALID_EVENT, f"event time {_short(ts)} is not a number of seconds within InfluxDB's range"
     if tags.__class__ is not dict or fields.__class__ is not dict:
         return REASON_INVALID_EVENT, "tags and fields must be maps"
     clean_tags, problem = _check_tags(tags)
@@ -252,7 +258,7 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
     if failure is not None:
         return failure
     checked: dict[str, FieldValue] = fields
-    return _make_event(kind, measurement, float(ts), clean_tags, checked, position)
+    return make_event(kind, measurement, float(ts), clean_tags, checked, position)
 
 
 _EventMaker = Callable[[int, str, float, dict[str, str], dict[str, FieldValue], Position], Event]
@@ -285,4 +291,5 @@ def _fast_event_maker() -> _EventMaker:
     return make
 
 
-_make_event: Final = _fast_event_maker()
+make_event: Final = _fast_event_maker()
+"""``Event(kind, measurement, ts, tags, fields, position)``, without the frozen-dataclass overhead."""
