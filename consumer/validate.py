@@ -248,7 +248,7 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
     if problem is not None:
         return REASON_INVALID_NAME, problem
     if ts.__class__ not in (float, int) or not MIN_TS_S <= ts <= MAX_TS_S:
-        return REASON_INVALID_EVENT, f"event time {_short(ts)} is not a number of seconds within InfluxDB's range"
+        return REASON_INVALID_EVENT, f"event time {_short(ts)} is not seconds within InfluxDB's time range"
     if tags.__class__ is not dict or fields.__class__ is not dict:
         return REASON_INVALID_EVENT, "tags and fields must be maps"
     clean_tags, problem = _check_tags(tags)
