@@ -160,3 +160,31 @@ def test_demo_twice_on_the_same_services_counts_only_its_own_run(
         stored
         == first["events_sent"]["attachment_monitoring"] + second["events_sent"]["attachment_monitoring"]
     )
+
+
+def test_demo_never_probes_an_unnamed_default_redis_or_influxdb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without TELEMETRY_REDIS_URL/INFLUX_URL the defaults (localhost:6379/8086) may be somebody
+    else's servers: the demo must start its own instead of writing into them."""
+    import consumer.demo.services as services
+
+    probed: list[str] = []
+    real_redis_answers, real_influx_answers = services.redis_answers, services.influx_answers
+
+    def redis_probe(url: str, *args: object) -> bool:
+        probed.append(url)
+        return real_redis_answers(url, *args)  # type: ignore[arg-type]
+
+    def influx_probe(url: str, *args: object) -> bool:
+        probed.append(url)
+        return real_influx_answers(url, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "redis_answers", redis_probe)
+    monkeypatch.setattr(services, "influx_answers", influx_probe)
+    monkeypatch.setattr(services.shutil, "which", lambda _name: None)  # fakeredis + file: fast
+    monkeypatch.delenv("TELEMETRY_REDIS_URL", raising=False)
+    monkeypatch.delenv("TELEMETRY_INFLUX_URL", raising=False)
+    code, summary = _demo({}, "--duration", "1s")
+    assert code == 0
+    assert summary["services"]["redis"]["kind"] == "fakeredis"
+    assert summary["services"]["influx"]["kind"] == "file"
+    assert not any(":6379" in url or ":8086" in url for url in probed), probed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -114,6 +115,9 @@ def demo_command(
         seed=seed,
         bad_rate=bad_rate,
         live=not as_json,
+        # Only a Redis or InfluxDB the user named is used: the defaults may point at someone else's.
+        use_configured_redis=bool(redis_url or os.environ.get("TELEMETRY_REDIS_URL")),
+        use_configured_influx=bool(influx_url or os.environ.get("TELEMETRY_INFLUX_URL")),
     )
     console = Console(stderr=as_json)
     if not verbose:

@@ -56,6 +56,10 @@ class DemoOptions:
     bad_rate: float = 0.002
     """Share of attachment checks sent with a NaN value (they become dead letters)."""
     live: bool = True
+    use_configured_redis: bool = False
+    """Use the configured Redis when it answers; off unless the user named one explicitly."""
+    use_configured_influx: bool = False
+    """Use the configured InfluxDB when it answers; off unless the user named one explicitly."""
 
 
 @dataclass
@@ -141,8 +145,10 @@ def run_demo(
     ``before_stop`` is called with the summary while the services still run (``--keep``).
     """
     with Services() as services:
-        redis_service = services.redis(config.redis_url)
-        influx = services.influx(config.influx_url, config.influx_api)
+        redis_service = services.redis(config.redis_url, use_configured=options.use_configured_redis)
+        influx = services.influx(
+            config.influx_url, config.influx_api, use_configured=options.use_configured_influx
+        )
         worker_config = _worker_config(config, redis_service, influx)
         client = redis.Redis.from_url(worker_config.redis_url)
         admin = StreamAdmin(client, prefix=config.stream_prefix, shards=config.shards, group=config.group)

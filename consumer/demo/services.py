@@ -1,11 +1,12 @@
 """The demo's services: use what is configured and reachable, else start a private one.
 
-Redis: ``TELEMETRY_REDIS_URL`` when it answers ``PING``; else a private ``redis-server`` on a free
-loopback port in a temporary directory; else (no binary installed) an in-process fakeredis server
-(``TcpFakeServer``, with Lua for the worker's scripts).
+Redis: ``TELEMETRY_REDIS_URL`` when the user set it and it answers ``PING``; else a private
+``redis-server`` on a free loopback port in a temporary directory; else (no binary installed) an
+in-process fakeredis server (``TcpFakeServer``, with Lua for the worker's scripts).
 
-InfluxDB: the configured URL when it answers ``/ping``; else a private ``influxd`` (1.x, used
-through its v1 API) when installed; else line protocol appended to a file (the file sink).
+InfluxDB: the configured URL when the user set it and it answers ``/ping``; else a private
+``influxd`` (1.x, used through its v1 API) when installed; else line protocol appended to a file
+(the file sink). A default URL is never probed: ``localhost:6379`` may be somebody else's Redis.
 
 Everything started here is stopped by :meth:`Services.close` — child processes by their PID —
 and its temporary directory removed. Nothing here touches a server it did not start.
@@ -178,9 +179,13 @@ class Services:
             self.started.pop().stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def redis(self, url: str) -> Service:
-        """The configured Redis when it answers, else a private one."""
-        if redis_answers(url):
+    def redis(self, url: str, *, use_configured: bool = True) -> Service:
+        """The configured Redis when it answers, else a private one.
+
+        ``use_configured=False`` skips the probe: a default URL (``localhost:6379``) may be
+        somebody else's Redis, and a demo must not write into it unless asked to.
+        """
+        if use_configured and redis_answers(url):
             return Service("redis", "external", url)
         binary = shutil.which("redis-server")
         port = free_port()
@@ -225,9 +230,9 @@ class Services:
         _wait_until(lambda: redis_answers(service.url, 0.5), "fakeredis", None)
         return service
 
-    def influx(self, url: str, api: str) -> Service:
+    def influx(self, url: str, api: str, *, use_configured: bool = True) -> Service:
         """The configured InfluxDB when it answers, else a private influxd, else a file."""
-        if influx_answers(url):
+        if use_configured and influx_answers(url):
             return Service("influx", "external", url)
         binary = shutil.which("influxd")
         if binary:
