@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import replace
 from typing import Final
 
 from consumer.model import Event
+from consumer.validate import make_event
 
 PREFIX: Final = "p_"
 DIGEST_HEX_CHARS: Final = 16
@@ -62,7 +62,7 @@ class Pseudonymizer:
         new_tags = dict(tags)
         for key in hit:
             new_tags[key] = self.pseudonym(tags[key])
-        return replace(event, tags=new_tags)
+        return make_event(event.kind, event.measurement, event.ts, new_tags, event.fields, event.position)
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(tag_keys={self.tag_keys!r}, key=****)"
