@@ -99,7 +99,8 @@ def test_empty_write_posts_nothing() -> None:
 @pytest.mark.parametrize(("status", "kind"), [
     (400, SinkRejected), (413, SinkRejected), (422, SinkRejected),
     (401, SinkAuthError), (403, SinkAuthError), (404, SinkNotFound),
-    (408, SinkUnavailable), (429, SinkUnavailable), (500, SinkUnavailable), (502, SinkUnavailable), (503, SinkUnavailable),
+    (408, SinkUnavailable), (429, SinkUnavailable), (500, SinkUnavailable), (502, SinkUnavailable),
+    (503, SinkUnavailable),
     (418, SinkError),
 ])
 def test_error_for_status(status: int, kind: type[SinkError]) -> None:
