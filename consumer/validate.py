@@ -73,6 +73,9 @@ MAX_TS_S: Final = INT64_MAX / 1e9 - 3600.0
 
 _NAME_CACHE_LIMIT: Final = 65_536
 _good_names: set[str] = set()
+"""Tag and field keys found valid (one rule set for both roles)."""
+_good_measurements: set[str] = set()
+"""Measurement names found valid: kept apart, since a measurement has rules of its own (``#``)."""
 _good_tag_values: set[str] = set()
 _good_shapes: set[tuple[object, ...]] = set()
 """Bounded memos of names, tag values and event shapes (kind, measurement, field names and value
@@ -122,15 +125,17 @@ def _short(value: object) -> str:
 
 
 def _check_name(name: object, what: str) -> str | None:
-    if name.__class__ is str and name in _good_names:
+    is_measurement = what == "measurement"
+    memo = _good_measurements if is_measurement else _good_names
+    if name.__class__ is str and name in memo:
         return None
     problem = name_problem(name, what=what)
-    if problem is None and what != "measurement" and name in RESERVED_KEYS:
+    if problem is None and not is_measurement and name in RESERVED_KEYS:
         problem = f"{what} {name!r} is reserved by InfluxDB"
     if problem is None and name not in RESERVED_KEYS:
-        if len(_good_names) >= _NAME_CACHE_LIMIT:
-            _good_names.clear()
-        _good_names.add(name)  # type: ignore[arg-type]
+        if len(memo) >= _NAME_CACHE_LIMIT:
+            memo.clear()
+        memo.add(name)  # type: ignore[arg-type]
     return problem
 
 

@@ -159,3 +159,12 @@ def test_validate_never_raises_and_answers_with_a_known_reason(raw: Any) -> None
     else:
         assert isinstance(result, Event)
         assert all(isinstance(v, str) and v for v in result.tags.values())
+
+
+def test_a_name_valid_as_a_tag_key_is_still_checked_as_a_measurement() -> None:
+    """'#x' is a fine tag key but a measurement line starting with '#' is a comment to InfluxDB."""
+    position = Position(1, 0, 0)
+    accepted = validate([0, "m", 1_700_000_000.0, {"#x": "v"}, {"f": 1.0}], position)
+    assert not isinstance(accepted, tuple)
+    rejected = validate([0, "#x", 1_700_000_000.0, {}, {"f": 1.0}], position)
+    assert isinstance(rejected, tuple) and rejected[0] == "invalid_name"
