@@ -77,7 +77,7 @@ class BatchEncoder:
         if self.shards <= 1:
             return 0
         try:
-            key = (measurement, tuple(tags.items()))
+            key = (measurement, *tags, *tags.values())   # n keys then n values: unambiguous
             return self._cache[key]
         except KeyError:
             pass
@@ -97,8 +97,8 @@ class BatchEncoder:
 
     def encode(self, events: Iterable[BufferedEvent]) -> tuple[list[tuple[int, bytes, int]], int]:
         """Return ``([(shard, payload, event_count), ...], errors)`` for one flush cycle."""
-        groups: dict[int, list[tuple[Any, ...]]] = {}
-        group: list[tuple[Any, ...]] = []
+        groups: list[list[tuple[Any, ...]]] = [[] for _ in range(max(1, self.shards))]
+        group = groups[0]
         errors = 0
         cache = self._cache
         single = self.shards <= 1
@@ -128,18 +128,17 @@ class BatchEncoder:
                 shard = 0
             else:
                 try:
-                    shard = cache[(measurement, tuple(tags.items()))]
+                    shard = cache[(measurement, *tags, *tags.values())]
                 except (KeyError, TypeError, AttributeError):
                     shard = self.shard(measurement, tags)
-            found = groups.get(shard)
-            if found is None:
-                found = groups[shard] = []
-            group = found
+            group = groups[shard]
             group.append(wire)
             last_tags, last_measurement = tags, measurement
         entries: list[tuple[int, bytes, int]] = []
-        for shard in sorted(groups):
-            payload, count, failed = self.pack(groups[shard])
+        for shard, events_of_shard in enumerate(groups):
+            if not events_of_shard:
+                continue
+            payload, count, failed = self.pack(events_of_shard)
             errors += failed
             if count:
                 entries.append((shard, payload, count))
