@@ -286,7 +286,7 @@ def _throughput(redis: RedisServer) -> tuple[list[str], int]:
     rows.append(f"| flat out, {calls:,} events | {calls / elapsed:,.0f} | {s['sent']:,} | {s['dropped']:,} "
                 f"({s['dropped'] / calls:.1%}) |")
     sustainable = 0
-    for rate in (100_000, 200_000, 250_000, 300_000, 400_000, 500_000):
+    for rate in (100_000, 200_000, 250_000, 300_000, 350_000, 400_000, 500_000):
         tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
         achieved = _paced(tel, rate, seconds=2.0)
         tel.flush(60)
