@@ -119,11 +119,18 @@ def test_more_workers_than_shards_leaves_the_extra_ones_idle(
         for name in names:
             fleet.start(name)
         owners = [rendezvous_owner(shard, sorted(names)) for shard in range(2)]
-        wait_running(lambda: ch.lease_owners(client, 2) == owners, "two of four workers to own the shards",
-                     fleet.live())
-        heartbeats = {k.decode() for k in client.hkeys(keys.workers_key(ch.PREFIX))}
-        assert heartbeats == set(names)          # every worker is live (a hot standby)...
-        assert len(set(owners)) <= 2 < len(names)  # ...but at most two own a shard
+
+        def heartbeats() -> set[str]:
+            return {k.decode() for k in client.hkeys(keys.workers_key(ch.PREFIX))}
+
+        # every worker is live (a hot standby), but only the rendezvous owners hold a shard
+        wait_running(lambda: heartbeats() == set(names) and ch.lease_owners(client, 2) == owners,
+                     "four live workers, two of them owning the shards", fleet.live())
+        assert len(set(owners)) <= 2 < len(names)
+        idle = set(names) - set(owners)
+        time.sleep(1.0)   # a few maintenance rounds (lease 2 s / 3): the standbys stay idle
+        assert ch.lease_owners(client, 2) == owners and heartbeats() == set(names)
+        assert all(fleet.workers[name].alive() for name in idle)
     finally:
         fleet.stop_all()
         client.close()
