@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import itertools
 import socket
 import tempfile
 import time
@@ -82,6 +83,7 @@ def _ours(redis: RedisServer, stack: contextlib.ExitStack) -> list[_Candidate]:
     stack.callback(tel.close)
     bound = tel.bind(MEASUREMENT, bot_name="elena", risk_level="HIGH")
     user = {"user_id": "u42"}
+    users = itertools.cycle([_tags(i) for i in range(5_000)])   # built beforehand: not the caller's cost
     buffer: collections.deque[Any] = collections.deque(maxlen=1_000_000)
     append, now = buffer.append, time.time
     return [
@@ -89,6 +91,8 @@ def _ours(redis: RedisServer, stack: contextlib.ExitStack) -> list[_Candidate]:
         _Candidate("deque append of the same tuple (floor)",
                    lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), buffer.clear),
         _Candidate("**Telemetry.emit**", lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), lambda: tel.flush(60)),
+        _Candidate("**Telemetry.emit**, a different tag dict each call (5,000 users)",
+                   lambda: tel.emit(MEASUREMENT, FIELDS, next(users)), lambda: tel.flush(60)),
         _Candidate("**bound handle .emit** (2 fixed tags + user_id)", lambda: bound.emit(FIELDS, user),
                    lambda: tel.flush(60)),
     ]
@@ -323,20 +327,23 @@ def _servers() -> Iterator[tuple[RedisServer, contextlib.ExitStack, Path]]:
 
 
 def _verdicts(figures: dict[str, tuple[float, ...]], sustainable: int) -> list[str]:
-    median, p99, _caller, cpu = figures[OURS]
+    median, p99, _caller, _cpu = figures[OURS]
+    cpu = max(figures[OURS][3], figures[OURS_FRESH][3])   # the worse of constant and varying tags
     floor = figures[FLOOR][0]
     checks = [
         (f"emit median ≤ 1 µs: {median:,.0f} ns", median <= 1_000),
         (f"emit median within 3× the deque floor: {median:,.0f} vs {floor:,.0f} ns ({median / floor:.1f}×)",
          median <= 3 * floor),
         (f"emit p99 ≤ 5 µs: {p99:,.0f} ns", p99 <= 5_000),
-        (f"total CPU ≤ 2 µs per event (caller + flusher): {cpu:.2f} µs", cpu <= 2.0),
+        (f"total CPU ≤ 2 µs per event (caller + flusher, worse of the two emit rows): {cpu:.2f} µs",
+         cpu <= 2.0),
         (f"≥ 400,000 events/s sustained with nothing dropped: {sustainable:,}/s", sustainable >= 400_000),
     ]
     return [f"- {'met' if ok else '**not met**'} — {text}" for text, ok in checks]
 
 
 OURS = "**Telemetry.emit**"
+OURS_FRESH = "**Telemetry.emit**, a different tag dict each call (5,000 users)"
 FLOOR = "deque append of the same tuple (floor)"
 
 
@@ -365,8 +372,8 @@ def run() -> str:
         "",
         f"**Sustainable rate** into one redis-server from one process, nothing dropped: {sustainable:,} "
         "events/s on this run (the highest paced rate that was met with zero drops). The CPU-bound "
-        f"ceiling with one free core would be 1 / {figures[OURS][3]:.2f} µs = "
-        f"{1e6 / figures[OURS][3]:,.0f} events/s: caller and flusher share one interpreter lock, and "
+        f"ceiling with one free core would be 1 / {figures[OURS_FRESH][3]:.2f} µs = "
+        f"{1e6 / figures[OURS_FRESH][3]:,.0f} events/s: caller and flusher share one interpreter lock, and "
         "the flusher's share (msgpack ≈ 0.45 µs, shard hash and grouping ≈ 0.4 µs, socket ≈ 0.2 µs per "
         "event) is the limit. More throughput means more processes (each has its own flusher), not "
         "more shards.",

@@ -51,7 +51,8 @@ def to_wire(event: BufferedEvent) -> tuple[Any, ...]:
     """The wire array ``[kind, measurement, ts, tags, fields]`` for a buffered event."""
     if len(event) == 5:
         kind, measurement, ts, tags, fields = event
-        fields = _mapping(fields)
+        if type(fields) is not dict:
+            fields = _mapping(fields)
     else:
         kind, measurement, ts, tags, name, value = event
         fields = {name: value}
