@@ -10,10 +10,13 @@ over exactly the live workers; at the end InfluxDB must equal the plain-Python r
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from consumer.lease import rendezvous_owner
@@ -23,6 +26,7 @@ from tests.cluster import wait_caught_up, wait_running
 from tests.services import InfluxServer, RedisServer
 
 SHARDS = 8
+SOAK_SEED = int(os.environ.get("CHAOS_SEED", "20251125"))
 NAMES = ("scale-a", "scale-b", "scale-c", "scale-d")
 
 
@@ -131,6 +135,58 @@ def test_more_workers_than_shards_leaves_the_extra_ones_idle(
         time.sleep(1.0)   # a few maintenance rounds (lease 2 s / 3): the standbys stay idle
         assert ch.lease_owners(client, 2) == owners and heartbeats() == set(names)
         assert all(fleet.workers[name].alive() for name in idle)
+    finally:
+        fleet.stop_all()
+        client.close()
+
+
+@pytest.mark.chaos
+def test_soak_random_joins_leaves_crashes_and_pauses_give_exact_totals(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
+    """Sixteen shards; at each step a random worker joins, leaves, crashes, or freezes (SIGSTOP)
+    past its lease and comes back to find its shards taken (fenced); a chunk is sent each time."""
+    server, db = influx
+    client = redis_server.client()
+    shards, steps = 16, 14
+    rng = random.Random(SOAK_SEED)
+    workload = ch.make_workload(SOAK_SEED, t0_s=ch.first_window_for(time.time(), 10.0, 24), windows=24,
+                                events=20000)
+    chunks = ch.late_chunks(workload, steps, late_per_chunk=60, seed=SOAK_SEED)
+    sender = ch.RawSender(client, shards=shards, batch_events=80)
+    env = ch.worker_env(redis_server.url, server.url, db, TELEMETRY_SHARDS=str(shards), TELEMETRY_LEASE="2s",
+                        TELEMETRY_CHECKPOINT_INTERVAL="300ms", TELEMETRY_BLOCK_MS="100")
+    fleet = Fleet(env, tmp_path)
+    actions: list[str] = []
+    try:
+        for index in range(3):
+            fleet.start(f"soak-{index}")
+        for step, chunk in enumerate(chunks):
+            sender.send(chunk)
+            live = [name for name, worker in fleet.workers.items() if worker.alive()]
+            action = rng.choice(["join", "leave", "crash", "pause"] if len(live) > 1 else ["join", "pause"])
+            if action == "join" or len(live) < 2:
+                fleet.start(f"soak-{len(fleet.workers)}")
+            name = rng.choice(live)
+            worker = fleet.workers[name]
+            if action == "leave":
+                assert worker.terminate() == 0
+            elif action == "crash":
+                assert worker.kill(f"step {step}").returncode == -signal.SIGKILL and not worker.alive()
+            elif action == "pause":
+                worker.pause()
+                time.sleep(3.0)   # past its 2 s lease: the others take its shards
+                worker.resume()
+            actions.append(f"{step}:{action}:{name}")
+            alive = sorted(name for name, w in fleet.workers.items() if w.alive())
+            owners = [rendezvous_owner(shard, alive) for shard in range(shards)]
+            wait_running(lambda owners=owners: ch.lease_owners(client, shards) == owners,  # type: ignore[misc]
+                         f"step {step} to settle", fleet.live(), 90.0)
+        wait_caught_up(client, shards, fleet.live(), 90.0)
+        expected = ch.reference_points(workload.events, workload.window_s)
+        wait_running(lambda: not ch.compare(expected, ch.read_points(server, db)),
+                     "InfluxDB to hold every point", fleet.live(), 120.0)
+        ch.assert_matches_reference(server, db, expected, len(workload.events))
+        assert ch.dead_letters(client) == 0, actions
     finally:
         fleet.stop_all()
         client.close()
