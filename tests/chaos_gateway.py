@@ -25,10 +25,12 @@ import http.client
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.chaos_harness import PointKey, same_fields
 from tests.services import free_port
 
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
@@ -298,3 +300,34 @@ def parse_write(record: WriteRecord) -> list[ParsedPoint]:
         time_ns = int(rest[0]) * scale if rest and rest[0].strip() else 0
         points.append(((_unescape(measurement), tags, time_ns), fields))
     return points
+
+
+def _span(fields: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+    matches = [i for i, version in enumerate(candidates) if same_fields(version, fields)]
+    return (min(matches), max(matches)) if matches else None
+
+
+def stale_writes(writes: Sequence[WriteRecord], versions: Mapping[PointKey, Sequence[Mapping[str, Any]]],
+                 suspect: Callable[[WriteRecord], bool]) -> list[str]:
+    """Writes chosen by ``suspect`` that put back an older value of a point than one InfluxDB
+    already had from a write that completed before they arrived (``versions`` from
+    :func:`tests.chaos_harness.entry_versions`): what an owner that lost its lease must never do.
+    """
+    applied = sorted((w for w in writes if w.applied), key=lambda w: w.upstream_done_s or 0.0)
+    floors: dict[PointKey, list[tuple[float, int]]] = {}
+    for write in applied:
+        for key, fields in parse_write(write):
+            span = _span(fields, versions.get(key, ()))
+            if span is not None:
+                floors.setdefault(key, []).append((write.upstream_done_s or 0.0, span[0]))
+    problems: list[str] = []
+    for write in applied:
+        if not suspect(write):
+            continue
+        for key, fields in parse_write(write):
+            span = _span(fields, versions.get(key, ()))
+            before = [lo for done, lo in floors.get(key, []) if done < write.arrived_s]
+            if span is not None and before and span[1] < max(before):
+                problems.append(f"write #{write.number} ({write.label}) put back version {span[1]} of {key} "
+                                f"after version {max(before)} was written")
+    return problems

@@ -621,7 +621,7 @@ def entry_versions(sender: RawSender, window_s: float) -> dict[PointKey, list[di
     return versions
 
 
-def _same_fields(want: Mapping[str, FieldValue], got: Mapping[str, FieldValue]) -> bool:
+def same_fields(want: Mapping[str, FieldValue], got: Mapping[str, FieldValue]) -> bool:
     return set(want) == set(got) and all(_value_ok(want[name], got[name]) for name in want)
 
 
@@ -635,7 +635,7 @@ def check_written_values(written: Iterable[tuple[PointKey, Mapping[str, FieldVal
         candidates = versions.get(key)
         if candidates is None:
             problems.append(f"written point {key} is not in the workload: {dict(fields)}")
-        elif not any(_same_fields(version, fields) for version in candidates):
+        elif not any(same_fields(version, fields) for version in candidates):
             problems.append(f"written point {key} = {dict(fields)} matches none of its "
                             f"{len(candidates)} possible values (last: {dict(candidates[-1])})")
     return problems

@@ -295,3 +295,23 @@ def test_parse_write_reads_escaped_line_protocol() -> None:
          {"f": 1.5, "g": 3, "h": True, "s": 'x "y" z'}),
         (("other", (), 1_700_000_001 * 10**9), {"n": 2}),
     ]
+
+
+def test_stale_writes_flags_an_older_value_put_back_after_a_newer_one() -> None:
+    from tests.chaos_gateway import WriteRecord, stale_writes
+
+    key = ("m", (("t", "a"),), 10**9)
+    versions = {key: [{"event_count": 1}, {"event_count": 2}, {"event_count": 3}]}
+
+    def write(number: int, label: str, count: int, arrived: float, done: float) -> WriteRecord:
+        return WriteRecord(number, label, arrived, f"m,t=a event_count={count}i 1000000000".encode(), {},
+                           upstream_status=204, upstream_done_s=done)
+
+    new_owner = write(0, "w2", 3, arrived=1.0, done=1.1)
+    zombie_stale = write(1, "w1", 2, arrived=2.0, done=2.1)
+    zombie_current = write(2, "w1", 3, arrived=3.0, done=3.1)
+    overlapping = write(3, "w1", 1, arrived=1.05, done=1.2)  # sent before the newer one landed
+    writes = [new_owner, zombie_stale, zombie_current, overlapping]
+    problems = stale_writes(writes, versions, lambda w: w.label == "w1")
+    assert len(problems) == 1 and problems[0].startswith("write #1 (w1) put back version 1")
+    assert stale_writes(writes, versions, lambda w: w.label == "w2") == []

@@ -8,13 +8,12 @@ connections), then that InfluxDB holds exactly the reference.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from producers import Telemetry, keys
 from tests import chaos_harness as ch
-from tests.chaos_gateway import Recorder, RecordingGateway, WriteRecord, parse_write
+from tests.chaos_gateway import Recorder, RecordingGateway, parse_write, stale_writes
 from tests.chaos_scenario import caught_up
 from tests.services import InfluxServer, RedisServer
 
@@ -43,35 +42,6 @@ def _unread_entries(client: Any) -> int:
 def _drain(env: dict[str, str], log: Path) -> None:
     drain = ch.WorkerProcess({**env, "TELEMETRY_CONSUMER": "drainer"}, log, ["--drain"])
     assert drain.run(timeout_s=120) == 0, drain.log_tail()
-
-
-def _span(fields: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
-    matches = [i for i, version in enumerate(candidates) if ch._same_fields(version, fields)]
-    return (min(matches), max(matches)) if matches else None
-
-
-def _stale_writes(writes: Sequence[WriteRecord], versions: Mapping[ch.PointKey, Sequence[Mapping[str, Any]]],
-                  suspect: Any) -> list[str]:
-    """Writes chosen by ``suspect`` that put back an older value of a point than one InfluxDB
-    already had from a write that completed before they arrived."""
-    applied = sorted((w for w in writes if w.applied), key=lambda w: w.upstream_done_s or 0.0)
-    floors: dict[ch.PointKey, list[tuple[float, int]]] = {}
-    for write in applied:
-        for key, fields in parse_write(write):
-            span = _span(fields, versions.get(key, ()))
-            if span is not None:
-                floors.setdefault(key, []).append((write.upstream_done_s or 0.0, span[0]))
-    problems: list[str] = []
-    for write in applied:
-        if not suspect(write):
-            continue
-        for key, fields in parse_write(write):
-            span = _span(fields, versions.get(key, ()))
-            before = [lo for done, lo in floors.get(key, []) if done < write.arrived_s]
-            if span is not None and before and span[1] < max(before):
-                problems.append(f"write #{write.number} ({write.label}) put back version {span[1]} of {key} "
-                                f"after version {max(before)} was written")
-    return problems
 
 
 def test_owner_paused_past_its_lease_cannot_put_back_stale_points(
@@ -131,7 +101,7 @@ def test_owner_paused_past_its_lease_cannot_put_back_stale_points(
     assert held.dropped and not held.applied
     versions = ch.entry_versions(sender, workload.window_s)
     zombie = [w for w in recorder.writes if w.label == "w1" and w.arrived_s >= resumed_at]
-    stale = _stale_writes(recorder.writes, versions, lambda w: w.label == "w1" and w.arrived_s >= resumed_at)
+    stale = stale_writes(recorder.writes, versions, lambda w: w.label == "w1" and w.arrived_s >= resumed_at)
     assert stale == [], f"{len(zombie)} writes by w1 after it resumed; stale ones:\n" + "\n".join(stale[:10])
     written = [point for w in recorder.writes if w.applied for point in parse_write(w)]
     assert ch.check_written_values(written, versions) == []
