@@ -117,14 +117,14 @@ class ChaosRunner:
 
     def __init__(self, redis_server: RedisServer, influx: InfluxServer, db: str, work_dir: Path, *,
                  seed: int, events: int = 6000, windows: int = 20, chunks: int = 12,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, upstream_url: str | None = None) -> None:
         self.redis_server = redis_server
         self.influx = influx
         self.db = db
         self.work_dir = work_dir
         self.rng = random.Random(seed)
         self.result = ChaosResult(seed=seed)
-        self.gateway = RecordingGateway(influx.url, label="worker")
+        self.gateway = RecordingGateway(upstream_url or influx.url, label="worker")
         t0_s = ch.first_window_for(time.time(), 10.0, windows)
         self.workload = ch.make_workload(seed, t0_s=t0_s, windows=windows, events=events)
         self.chunks = ch.late_chunks(self.workload, chunks, late_per_chunk=15, seed=seed)

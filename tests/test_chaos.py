@@ -51,6 +51,27 @@ def test_sigkill_at_random_moments_and_inside_writes_gives_exact_results(
     assert_exact(result)
 
 
+def test_sigkill_with_the_v2_write_api_gives_exact_results(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
+    from tests.influx_gateway import InfluxV2Gateway
+
+    server, db = influx
+    v2 = InfluxV2Gateway(server.url, token="chaos-token").start()
+    try:
+        env = {"TELEMETRY_INFLUX_API": "v2", "TELEMETRY_INFLUX_TOKEN": "chaos-token",
+               "TELEMETRY_INFLUX_ORG": "whisperengine", "TELEMETRY_INFLUX_BUCKET": db}
+        runner = ChaosRunner(redis_server, server, db, tmp_path, seed=SEED + 2, chunks=8, env=env,
+                             upstream_url=v2.url)
+        result = runner.run(("random", "after_write", "stuck_write", "random", "redis_restart",
+                             "after_write"))
+    finally:
+        v2.stop()
+    assert runner.gateway.writes
+    assert all(w.query.get("bucket") == db for w in runner.gateway.writes), "the v2 write API was used"
+    assert sum(1 for fault in result.faults if fault.kind in WORKER_KILLS) == 5
+    assert_exact(result)
+
+
 @pytest.mark.chaos
 def test_soak_many_short_runs_gives_exact_results(
         redis_server: RedisServer, influx_server: InfluxServer, tmp_path: Path) -> None:
