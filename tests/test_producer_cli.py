@@ -87,10 +87,10 @@ def test_bad_input_is_one_line_and_exit_2(app: typer.Typer, runner: CliRunner, r
     assert redis_server.client().keys("*") == []
 
 
-def test_unreachable_redis_is_one_line_and_exit_2(app: typer.Typer, runner: CliRunner) -> None:
+def test_unreachable_redis_is_one_line_and_exit_1(app: typer.Typer, runner: CliRunner) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = runner.invoke(app, ["emit", "m", "x=1", "--redis-url", url])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.stderr.startswith(f"telemetry emit: cannot reach Redis at {url}")
     assert result.stderr.count("\n") == 1
 

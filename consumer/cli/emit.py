@@ -9,7 +9,7 @@ Values: ``true``/``false`` are booleans, ``42`` an int, ``0.82`` or ``1e3`` a fl
 double or single quotes a string as written (``'"42"'`` keeps 42 a string), anything else a
 bare string. ``--ts`` takes seconds since the epoch or an ISO 8601 time (UTC when no offset is
 given); default now. Flags default from the TELEMETRY_* variables. Bad input, a bad setting or
-an unreachable Redis is one line on stderr and exit code 2.
+an unreachable Redis is one line on stderr and exit code 1, as in every other command.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from producers.durations import ConfigError, parse_int
 from producers.keys import shard_of_series, stream_key
 
 EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 1
 SEND_TIMEOUT_S: Final = 10.0
 _INT: Final = re.compile(r"^[+-]?\d+$")
 _FLOAT: Final = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
@@ -84,9 +85,9 @@ def parse_ts(raw: str | None) -> float | None:
     return when.timestamp()
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     typer.echo(f"telemetry emit: {message}", err=True)
-    raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(code)
 
 
 def _config(redis_url: str | None, prefix: str | None, shards: str | None) -> ProducerConfig:
@@ -166,7 +167,8 @@ def emit_command(
     except BadInput as exc:
         _fail(str(exc))
     except (redis.RedisError, RedisClusterException) as exc:
-        _fail(f"cannot reach Redis at {config.redis_url}: {exc} (is it running? check TELEMETRY_REDIS_URL)")
+        _fail(f"cannot reach Redis at {config.redis_url}: {exc} (is it running? check TELEMETRY_REDIS_URL)",
+              EXIT_UNREACHABLE)
     typer.echo(f"sent to {stream}: {_describe(measurement, values, tags, event_ts)}")
 
 
