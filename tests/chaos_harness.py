@@ -429,6 +429,13 @@ class WorkerProcess:
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
 
+    def stop(self, label: str = "") -> KillRecord:
+        """SIGTERM (a deploy, a scale-down) and the exit status it ended with."""
+        assert self.proc is not None
+        pid, uptime = self.proc.pid, time.monotonic() - self.started_at
+        returncode = self.terminate()
+        return KillRecord(pid=pid, at_s=time.time(), uptime_s=uptime, returncode=returncode, label=label)
+
     def terminate(self, timeout_s: float = 20.0) -> int:
         """SIGTERM (a clean shutdown), SIGKILL if it does not stop in time; the exit status."""
         assert self.proc is not None

@@ -7,6 +7,7 @@ sends the next chunk of a workload with late events, starts a worker and injects
     stuck_write    a write held before InfluxDB (never reaches it), worker SIGKILLed
     after_write    InfluxDB applied a write, its reply withheld: SIGKILL between write and checkpoint
     influx_paused  influxd SIGSTOPped while the worker writes; worker SIGKILLed, influxd resumed
+    sigterm        a clean stop (SIGTERM) at a random moment: must exit 0
     redis_restart  redis-server SIGKILLed under the running worker, restarted from its AOF, and
                    the next chunk sent
     influx_outage  influxd SIGKILLed under the running worker, the next chunk sent, influxd
@@ -36,10 +37,11 @@ from tests.chaos_gateway import RecordingGateway, parse_write
 from tests.services import InfluxServer, RedisServer
 
 WORKER_KILLS: Final = ("random", "stuck_write", "after_write", "influx_paused")
+WORKER_FAULTS: Final = (*WORKER_KILLS, "sigterm")
 SERVER_FAULTS: Final = ("redis_restart", "influx_outage")
-FAULT_KINDS: Final = WORKER_KILLS + SERVER_FAULTS
+FAULT_KINDS: Final = WORKER_FAULTS + SERVER_FAULTS
 DEFAULT_PLAN: Final = ("random", "after_write", "stuck_write", "random", "influx_paused", "redis_restart",
-                       "after_write", "random", "influx_outage", "random")
+                       "after_write", "sigterm", "random", "influx_outage", "random")
 OUTAGE_S: Final = 3.0
 GROUP: Final = "aggregator"
 WRITE_WAIT_S: Final = 45.0
@@ -151,7 +153,7 @@ class ChaosRunner:
         try:
             worker = self.worker().start()
             for kind in plan:
-                if kind in WORKER_KILLS:  # server faults send their chunk while the server is down
+                if kind in WORKER_FAULTS:  # server faults send their chunk while the server is down
                     self.send_next()
                 fault = self.inject(kind, worker)
                 if fault.kill is not None:
@@ -187,6 +189,7 @@ class ChaosRunner:
     def inject(self, kind: str, worker: ch.WorkerProcess) -> Fault:
         inject = {"random": self._random, "stuck_write": self._stuck_write,
                   "after_write": self._after_write, "influx_paused": self._influx_paused,
+                  "sigterm": self._sigterm,
                   "redis_restart": self._redis_restart, "influx_outage": self._influx_outage}[kind]
         return inject(worker)
 
@@ -220,6 +223,13 @@ class ChaosRunner:
         delay = self.rng.uniform(0.2, 2.5)
         time.sleep(delay)
         return Fault("random", worker.kill("random"), f"killed {delay:.2f}s after the chunk was sent")
+
+    def _sigterm(self, worker: ch.WorkerProcess) -> Fault:
+        delay = self.rng.uniform(0.2, 2.5)
+        time.sleep(delay)
+        stop = worker.stop("sigterm")
+        assert stop.returncode == 0, f"SIGTERM ended the worker with {stop.returncode}:\n{worker.log_tail()}"
+        return Fault("sigterm", stop, f"SIGTERM {delay:.2f}s after the chunk was sent: exit 0")
 
     def _stuck_write(self, worker: ch.WorkerProcess) -> Fault:
         self.gateway.hold_before.set()

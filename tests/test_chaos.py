@@ -43,6 +43,8 @@ def test_sigkill_at_random_moments_and_inside_writes_gives_exact_results(
     for fault in result.faults:  # each fault happened: the worker (or the server) died of SIGKILL
         if fault.kind in WORKER_KILLS:
             assert fault.kill is not None and fault.kill.returncode == -9, fault
+        elif fault.kind == "sigterm":
+            assert fault.kill is not None and fault.kill.returncode == 0, fault
         else:
             assert fault.kill is None and fault.server_returncode == -9, fault
         assert fault.recovery_s is not None
