@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import redis
+from redis.cluster import RedisCluster
 
 from consumer.model import DeadLetter
 from producers.keys import dlq_key
@@ -75,7 +76,9 @@ class DeadLetterWriter:
         if not letters:
             return 0
         keys = [self.key, self.seen_key(shard)]
-        pipe = self.client.pipeline(transaction=False)
+        # redis-py's cluster pipeline refuses scripts: on a cluster, one call per letter
+        pipe: Any = None if isinstance(self.client, RedisCluster) else self.client.pipeline(transaction=False)
+        results: list[Any] = []
         for letter in letters:
             fields: list[str | bytes] = [
                 "reason", letter.reason, "detail", letter.detail, "source", letter.source,
@@ -84,9 +87,14 @@ class DeadLetterWriter:
             ]
             for name, value in letter.extra.items():
                 fields += [name, value]
-            self._append(keys=keys, args=[identity(letter), _score_ms(letter), self.maxlen, *fields],
-                         client=pipe)
-        return sum(int(result) for result in pipe.execute())
+            args = [identity(letter), _score_ms(letter), self.maxlen, *fields]
+            if pipe is None:
+                results.append(self._append(keys=keys, args=args))
+            else:
+                self._append(keys=keys, args=args, client=pipe)
+        if pipe is not None:
+            results = pipe.execute()
+        return sum(int(result) for result in results)
 
     def forget_before(self, shard: int, entry_ms: int) -> int:
         """Drop identities of entries older than ``entry_ms`` (they are never read again)."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
+from redis.cluster import RedisCluster
 
 from consumer.errors import GroupMissing, SourceUnavailable
 from consumer.model import Position
@@ -101,6 +102,27 @@ def next_id(entry_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
+TRANSIENT_REPLIES: Final = ("UNBLOCKED", "READONLY", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Redis error reply that goes away by itself (failover, restart): retry, do not stop."""
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(TRANSIENT_REPLIES)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a redis-py RedisCluster (commands must stay within one slot)."""
+    return isinstance(client, RedisCluster)
+
+
+def make_client(url: str, **options: Any) -> redis.Redis[bytes]:
+    """A client for ``url``; ``redis+cluster://`` (or ``rediss+cluster://``) gives a RedisCluster."""
+    if "+cluster://" in url:
+        cluster: Any = RedisCluster.from_url(url.replace("+cluster://", "://", 1), **options)
+        return cluster  # type: ignore[no-any-return]  # the same command surface for our use
+    return redis.Redis.from_url(url, **options)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -146,8 +168,11 @@ class StreamSource:
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):
                 raise GroupMissing(shard, f"group {self.group!r} missing on {self.stream(shard)}") from exc
+            if is_transient(exc):
+                raise SourceUnavailable(f"Redis not ready: {exc}") from exc
             raise
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                redis.exceptions.ClusterError) as exc:
             raise SourceUnavailable(f"Redis unreachable: {exc}") from exc
 
     def ensure_group(self, shard: int, start_id: str = ZERO_ID) -> bool:
@@ -166,9 +191,34 @@ class StreamSource:
         """Entries never delivered to the group (``XREADGROUP ... >``), per shard, in id order."""
         if not shards:
             return {}
+        if is_cluster(self.client):
+            return self._read_new_per_shard(shards, count=count, block_ms=block_ms)
         streams = {self.stream(shard): ">" for shard in shards}
         with self._guard(shards[0]):
             reply = self.client.xreadgroup(self.group, self.consumer, streams, count=count, block=block_ms)
+        return self._parse_read(reply)
+
+    def _read_new_per_shard(self, shards: Sequence[int], *, count: int,
+                            block_ms: int | None) -> dict[int, list[StreamEntry]]:
+        """On a cluster one XREADGROUP cannot span slots: read each shard's stream on its own, first
+        without blocking, then (when all were empty) blocking on each for a share of ``block_ms``."""
+        result: dict[int, list[StreamEntry]] = {}
+        passes: list[int | None] = [None]
+        if block_ms:
+            passes.append(max(1, block_ms // len(shards)))
+        for block in passes:
+            for shard in shards:
+                with self._guard(shard):
+                    reply = self.client.xreadgroup(self.group, self.consumer, {self.stream(shard): ">"},
+                                                   count=count, block=block)
+                result.update(self._parse_read(reply))
+                if result and block is not None:
+                    return result
+            if result:
+                return result
+        return result
+
+    def _parse_read(self, reply: Any) -> dict[int, list[StreamEntry]]:
         result: dict[int, list[StreamEntry]] = {}
         if not reply:
             return result

@@ -55,14 +55,15 @@ from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.privacy import Pseudonymizer
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
-from consumer.source import ZERO_ID, StreamEntry, StreamSource, parse_id
+from consumer.source import ZERO_ID, StreamEntry, StreamSource, is_transient, make_client, parse_id
 from consumer.validate import validate
 from consumer.window import Flush, ShardWindows
 from producers.wire import WireError, decode_entry
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS: Final = (SourceUnavailable, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+REDIS_ERRORS: Final = (SourceUnavailable, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                       redis.exceptions.ClusterError)
 WAIT_STEP_S: Final = 0.25
 HEALTH_CHECK_EVERY_S: Final = 5.0
 SHUTDOWN_WRITE_ATTEMPTS: Final = 2
@@ -96,7 +97,7 @@ class Worker:
     def __init__(self, config: WorkerConfig, *, client: redis.Redis[bytes] | None = None,
                  sink: Sink | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.client = client if client is not None else redis.Redis.from_url(
+        self.client = client if client is not None else make_client(
             config.redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 5.0)
         self.sink = sink if sink is not None else make_sink(config)  # type: ignore[arg-type]
         self.clock = clock
@@ -143,7 +144,9 @@ class Worker:
                     if self.poll_once():
                         break
                     redis_backoff.reset()
-                except REDIS_ERRORS as exc:
+                except (*REDIS_ERRORS, redis.ResponseError) as exc:
+                    if isinstance(exc, redis.ResponseError) and not is_transient(exc):
+                        raise
                     delay = redis_backoff.next_delay()
                     self._log_once("redis-down", logging.WARNING,
                                    "Redis unreachable at %s: %s; retrying in %.1fs; check `telemetry doctor`",

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
-import pytest
 import redis
 from redis.cluster import RedisCluster
 
@@ -198,13 +197,6 @@ class LocalCluster:
 
 # Worker-over-cluster tests are expected to fail, strictly (an unexpected pass fails too), until
 # the worker supports Redis Cluster: then this mark must go.
-WORKER_ON_CLUSTER = pytest.mark.xfail(
-    strict=True, reason="the worker cannot run on Redis Cluster yet: consumer/worker.py builds its client "
-    "with redis.Redis.from_url (no redis+cluster:// scheme); consumer/source.py reads all owned shards in "
-    "ONE XREADGROUP, refused when they are in different slots; consumer/deadletter.py pipelines EVALSHA, "
-    "which redis-py's ClusterPipeline refuses. Remove this mark once the worker supports a cluster")
-
-
 # --- waiting on worker processes (shared by the cluster and scale-out tests) -------------------
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
 
 from consumer.checkpoint import CheckpointStore
 from consumer.deadletter import DeadLetterWriter
@@ -26,7 +25,7 @@ from consumer.model import DeadLetter
 from consumer.source import StreamSource
 from producers import Telemetry, keys, wire
 from tests import chaos_harness as ch
-from tests.cluster import WORKER_ON_CLUSTER, LocalCluster, key_slot, wait_caught_up, wait_running
+from tests.cluster import LocalCluster, key_slot, wait_caught_up, wait_running
 from tests.services import InfluxServer
 
 PREFIX = ch.PREFIX
@@ -131,9 +130,6 @@ def test_checkpoint_lease_trim_and_dead_letter_scripts_are_atomic_on_the_cluster
         client.close()
 
 
-@pytest.mark.xfail(strict=True, raises=RedisClusterException,
-                   reason="consumer/deadletter.py pipelines the append script (EVALSHA), which redis-py's "
-                   "ClusterPipeline refuses; remove this mark once dead letters are appended on a cluster")
 def test_dead_letters_are_appended_once_on_the_cluster(redis_cluster: LocalCluster) -> None:
     client = redis_cluster.client()
     try:
@@ -172,7 +168,6 @@ def test_producer_sends_every_event_to_its_shard_on_the_cluster(redis_cluster: L
 # --- two workers over the cluster, one killed ------------------------------------------------
 
 
-@WORKER_ON_CLUSTER
 def test_two_workers_on_the_cluster_one_killed_give_exact_totals(
         redis_cluster: LocalCluster, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
     server, db = influx

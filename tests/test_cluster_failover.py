@@ -24,7 +24,7 @@ from consumer.lease import LeaseManager
 from consumer.source import StreamSource
 from producers import Telemetry, keys, wire
 from tests import chaos_harness as ch
-from tests.cluster import WORKER_ON_CLUSTER, LocalCluster, wait_caught_up, wait_running
+from tests.cluster import LocalCluster, wait_caught_up, wait_running
 from tests.services import InfluxServer
 
 PREFIX = ch.PREFIX
@@ -116,7 +116,6 @@ def test_failover_loses_no_sent_event_and_keeps_checkpoints_and_leases(
         client.close()
 
 
-@WORKER_ON_CLUSTER
 def test_a_worker_rides_out_a_failover_with_exact_totals(
         replicated_cluster: LocalCluster, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
     cluster = replicated_cluster
