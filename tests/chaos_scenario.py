@@ -3,7 +3,7 @@
 Shared by ``tests/test_chaos.py`` (asserts) and ``bench/bench_chaos.py`` (reports). Each step
 sends the next chunk of a workload with late events, starts a worker and injects one fault:
 
-    random         SIGKILL after a random delay
+    random         SIGKILL after a random delay (mostly while the new chunk is being processed)
     stuck_write    a write held before InfluxDB (never reaches it), worker SIGKILLed
     after_write    InfluxDB applied a write, its reply withheld: SIGKILL between write and checkpoint
     influx_paused  influxd SIGSTOPped while the worker writes; worker SIGKILLed, influxd resumed
@@ -220,7 +220,8 @@ class ChaosRunner:
                      f"{failed} write attempts failed meanwhile", server_returncode=returncode)
 
     def _random(self, worker: ch.WorkerProcess) -> Fault:
-        delay = self.rng.uniform(0.2, 2.5)
+        # mostly while the chunk is being processed, sometimes once the worker has gone idle
+        delay = self.rng.uniform(0.01, 0.4) if self.rng.random() < 0.6 else self.rng.uniform(0.4, 2.5)
         time.sleep(delay)
         return Fault("random", worker.kill("random"), f"killed {delay:.2f}s after the chunk was sent")
 
