@@ -195,8 +195,6 @@ class LocalCluster:
         self.wait_healthy(timeout_s)
 
 
-# Worker-over-cluster tests are expected to fail, strictly (an unexpected pass fails too), until
-# the worker supports Redis Cluster: then this mark must go.
 # --- waiting on worker processes (shared by the cluster and scale-out tests) -------------------
 
 
