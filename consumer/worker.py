@@ -195,7 +195,10 @@ class Worker:
             entries = got.get(state.shard, [])
             if entries:
                 self._process(state, entries, now)
-            self._flush(state, state.windows.collect_due(now, idle=not entries))
+            if state.paused:    # over the budget: write everything pending now, even if not due
+                self._flush(state, state.windows.collect_all())
+            else:
+                self._flush(state, state.windows.collect_due(now, idle=not entries))
             if state.shard in self.shards:
                 self._maybe_checkpoint(state)
         self._report(now)
@@ -229,12 +232,18 @@ class Worker:
         return got, bool(got)
 
     def _over_budget(self, state: ShardState) -> bool:
+        """Pause reading while the series-windows not yet written reach the budget.
+
+        Only pending (dirty) series-windows count: they can always be written, early if need be,
+        so a pause always ends once the sink takes them. Written windows retained for late events
+        are shed when they alone fill the budget (``ShardWindows.shed``).
+        """
         if state.windows.series_count >= self.config.max_open_series:
             state.windows.shed(self.config.max_open_series // 2)  # written windows kept for late events
-        over = state.windows.series_count >= self.config.max_open_series
+        over = state.windows.dirty_count >= self.config.max_open_series
         if over and not state.paused:
-            logger.warning("shard %d: memory budget reached (%d open series-windows): reading paused until "
-                           "the sink catches up; raise TELEMETRY_MAX_OPEN_SERIES if memory allows",
+            logger.warning("shard %d: memory budget reached (%d series-windows not yet written): reading "
+                           "paused, writing them now; raise TELEMETRY_MAX_OPEN_SERIES if memory allows",
                            state.shard, self.config.max_open_series)
         elif state.paused and not over:
             logger.info("shard %d: below the memory budget again, reading resumed", state.shard)
@@ -243,7 +252,8 @@ class Worker:
 
     def _all_caught_up(self) -> bool:
         wanted = self._wanted()
-        return set(wanted) <= set(self.shards) and not any(s.backlog_until for s in self.shards.values())
+        busy = any(s.backlog_until or s.paused for s in self.shards.values())
+        return set(wanted) <= set(self.shards) and not busy
 
     def _finish_drain(self) -> None:
         for state in list(self.shards.values()):
