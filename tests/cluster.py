@@ -16,6 +16,7 @@ Usage::
     client = cluster.client()              # a redis-py RedisCluster
     node = cluster.node_of("telemetry:{3}")   # the master serving that key's slot
     cluster.failover(cluster.replica_of(node))  # CLUSTER FAILOVER on the replica, waits until done
+    cluster.replicated(node); cluster.crash(node)  # SIGKILL a master, wait for its replica's election
     cluster.stop()
 """
 
@@ -193,6 +194,23 @@ class LocalCluster:
                 _wait(lambda: _info(old, "replication").get("master_port") == str(replica.port),
                       "the old master to follow the new one", timeout_s)
         self.wait_healthy(timeout_s)
+
+    def replicated(self, master: RedisServer, timeout_s: float = 30.0) -> None:
+        """Wait until ``master``'s replica has received everything ``master`` had written when this
+        was called (writes after it may still be lost by a crash: replication is asynchronous)."""
+        target = int(_info(master, "replication")["master_repl_offset"])
+        replica = self.replica_of(master)
+        _wait(lambda: int(_info(replica, "replication").get("slave_repl_offset", "-1")) >= target,
+              "the replica to catch up", timeout_s)
+
+    def crash(self, master: RedisServer, timeout_s: float = 60.0) -> RedisServer:
+        """SIGKILL ``master``; wait until the cluster elects its replica (after the node timeout)
+        and is healthy again without it; returns the new master."""
+        replica = self.replica_of(master)
+        master.kill()
+        _wait(lambda: self.role(replica) == "master", "the replica to be elected master", timeout_s)
+        self.wait_healthy(timeout_s)
+        return replica
 
 
 # --- waiting on worker processes (shared by the cluster and scale-out tests) -------------------

@@ -153,3 +153,49 @@ def test_a_worker_rides_out_a_failover_with_exact_totals(
         if worker.alive():
             worker.terminate()
         client.close()
+
+
+@pytest.mark.chaos
+def test_workers_ride_out_a_master_crash_with_exact_totals(
+        replicated_cluster: LocalCluster, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
+    """SIGKILL the master serving shard 0 once its replica has everything; the cluster elects the
+    replica after the node timeout; two workers and the producer carry on through it."""
+    cluster = replicated_cluster
+    server, db = influx
+    master = cluster.node_of(keys.stream_key(PREFIX, 0))
+    workload = ch.make_workload(41, t0_s=ch.first_window_for(time.time(), 10.0, 8), windows=8, events=3000)
+    first, second = workload.chunks(2)
+    env = ch.worker_env(cluster.url, server.url, db, TELEMETRY_LEASE="3s", TELEMETRY_BLOCK_MS="100",
+                        TELEMETRY_CHECKPOINT_INTERVAL="300ms")
+    workers = [ch.WorkerProcess({**env, "TELEMETRY_CONSUMER": f"crash-{i}"}, tmp_path / f"crash-{i}.log")
+               for i in range(2)]
+    client = cluster.client()
+    tel = Telemetry(redis_url=cluster.url, shards=ch.SHARDS, flush_interval_ms=10)
+    try:
+        for worker in workers:
+            worker.start()
+        ch.record_with_producer(tel, first)
+        assert tel.flush(30)
+        wait_caught_up(client, ch.SHARDS, workers)
+        cluster.replicated(master)
+        client.close()
+
+        elected = cluster.crash(master)
+        assert not master.is_running() and master.proc is not None and master.proc.returncode == -9
+        client = cluster.client()
+        assert cluster.node_of(keys.stream_key(PREFIX, 0)) is elected
+
+        ch.record_with_producer(tel, second)
+        assert tel.flush(60), tel.stats()
+        wait_caught_up(client, ch.SHARDS, workers, 90.0)
+        expected = ch.reference_points(workload.events, workload.window_s)
+        wait_running(lambda: not ch.compare(expected, ch.read_points(server, db)),
+                     "InfluxDB to hold every point", workers, 90.0)
+        ch.assert_matches_reference(server, db, expected, len(workload.events))
+        assert ch.dead_letters(client) == 0
+    finally:
+        tel.close(5)
+        for worker in workers:
+            if worker.alive():
+                worker.terminate()
+        client.close()
