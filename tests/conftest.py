@@ -9,11 +9,14 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.cluster import LocalCluster
 from tests.services import InfluxServer, RedisServer
+
+if TYPE_CHECKING:
+    from tests.cluster import LocalCluster
 
 
 def _require(binary: str, package: str) -> None:
@@ -56,6 +59,8 @@ def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 
     Tests that need replicas (failover) build their own ``LocalCluster(..., replicas=1)``.
     """
+    from tests.cluster import LocalCluster
+
     _require("redis-server", "redis-server")
     _require("redis-cli", "redis-tools")
     cluster = LocalCluster(tmp_path / "cluster", masters=3).start()
