@@ -203,7 +203,7 @@ class ChaosRunner:
         reloaded = entries_added(self.redis_server.client())
         assert reloaded == entries, f"the append-only file brought back {reloaded} of {entries} entries"
         self.send_next()
-        return Fault("redis_restart", None, f"redis-server pid died of SIGKILL (rc {returncode}) under "
+        return Fault("redis_restart", None, f"redis-server died of SIGKILL (rc {returncode}) under "
                      f"worker {worker.pid}; restarted from its AOF with {reloaded} entries",
                      server_returncode=returncode)
 
