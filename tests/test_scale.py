@@ -14,15 +14,17 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from consumer.lease import rendezvous_owner
-from producers import keys
+from producers import Telemetry, keys
 from tests import chaos_harness as ch
-from tests.cluster import wait_caught_up, wait_running
+from tests.cluster import LocalCluster, wait_caught_up, wait_running
 from tests.services import InfluxServer, RedisServer
 
 SHARDS = 8
@@ -140,20 +142,15 @@ def test_more_workers_than_shards_leaves_the_extra_ones_idle(
         client.close()
 
 
-@pytest.mark.chaos
-def test_soak_random_joins_leaves_crashes_and_pauses_give_exact_totals(
-        redis_server: RedisServer, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
-    """Sixteen shards; at each step a random worker joins, leaves, crashes, or freezes (SIGSTOP)
-    past its lease and comes back to find its shards taken (fenced); a chunk is sent each time."""
+def _soak(redis_url: str, client: Any, send: Callable[[list[ch.WorkEvent]], None],
+          workload: ch.Workload, influx: tuple[InfluxServer, str], tmp_path: Path, *, shards: int,
+          steps: int) -> None:
+    """At each step a random worker joins, leaves, crashes, or freezes (SIGSTOP) past its lease and
+    comes back to find its shards taken (fenced); a chunk is sent each time; exact at the end."""
     server, db = influx
-    client = redis_server.client()
-    shards, steps = 16, 14
     rng = random.Random(SOAK_SEED)
-    workload = ch.make_workload(SOAK_SEED, t0_s=ch.first_window_for(time.time(), 10.0, 24), windows=24,
-                                events=20000)
     chunks = ch.late_chunks(workload, steps, late_per_chunk=60, seed=SOAK_SEED)
-    sender = ch.RawSender(client, shards=shards, batch_events=80)
-    env = ch.worker_env(redis_server.url, server.url, db, TELEMETRY_SHARDS=str(shards), TELEMETRY_LEASE="2s",
+    env = ch.worker_env(redis_url, server.url, db, TELEMETRY_SHARDS=str(shards), TELEMETRY_LEASE="2s",
                         TELEMETRY_CHECKPOINT_INTERVAL="300ms", TELEMETRY_BLOCK_MS="100")
     fleet = Fleet(env, tmp_path)
     actions: list[str] = []
@@ -161,10 +158,10 @@ def test_soak_random_joins_leaves_crashes_and_pauses_give_exact_totals(
         for index in range(3):
             fleet.start(f"soak-{index}")
         for step, chunk in enumerate(chunks):
-            sender.send(chunk)
+            send(chunk)
             live = [name for name, worker in fleet.workers.items() if worker.alive()]
             action = rng.choice(["join", "leave", "crash", "pause"] if len(live) > 1 else ["join", "pause"])
-            if action == "join" or len(live) < 2:
+            if action == "join":
                 fleet.start(f"soak-{len(fleet.workers)}")
             name = rng.choice(live)
             worker = fleet.workers[name]
@@ -180,7 +177,7 @@ def test_soak_random_joins_leaves_crashes_and_pauses_give_exact_totals(
             alive = sorted(name for name, w in fleet.workers.items() if w.alive())
             owners = [rendezvous_owner(shard, alive) for shard in range(shards)]
             wait_running(lambda owners=owners: ch.lease_owners(client, shards) == owners,  # type: ignore[misc]
-                         f"step {step} to settle", fleet.live(), 90.0)
+                         f"step {step} to settle ({actions})", fleet.live(), 90.0)
         wait_caught_up(client, shards, fleet.live(), 90.0)
         expected = ch.reference_points(workload.events, workload.window_s)
         wait_running(lambda: not ch.compare(expected, ch.read_points(server, db)),
@@ -189,4 +186,36 @@ def test_soak_random_joins_leaves_crashes_and_pauses_give_exact_totals(
         assert ch.dead_letters(client) == 0, actions
     finally:
         fleet.stop_all()
+
+
+def _soak_workload() -> ch.Workload:
+    return ch.make_workload(SOAK_SEED, t0_s=ch.first_window_for(time.time(), 10.0, 24), windows=24,
+                            events=20000)
+
+
+@pytest.mark.chaos
+def test_soak_random_joins_leaves_crashes_and_pauses_give_exact_totals(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
+    client = redis_server.client()
+    sender = ch.RawSender(client, shards=16, batch_events=80)
+    try:
+        _soak(redis_server.url, client, sender.send, _soak_workload(), influx, tmp_path, shards=16, steps=14)
+    finally:
+        client.close()
+
+
+@pytest.mark.chaos
+def test_soak_on_a_cluster_gives_exact_totals(
+        redis_cluster: LocalCluster, influx: tuple[InfluxServer, str], tmp_path: Path) -> None:
+    client = redis_cluster.client()
+    tel = Telemetry(redis_url=redis_cluster.url, shards=16, flush_interval_ms=10)
+
+    def send(events: list[ch.WorkEvent]) -> None:
+        ch.record_with_producer(tel, events)
+        assert tel.flush(30), tel.stats()
+
+    try:
+        _soak(redis_cluster.url, client, send, _soak_workload(), influx, tmp_path, shards=16, steps=10)
+    finally:
+        tel.close(5)
         client.close()
