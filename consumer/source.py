@@ -309,6 +309,25 @@ class StreamSource:
         """This worker's group on ``shard``, or None when it does not exist."""
         return next((g for g in self.groups(shard) if g.name == self.group), None)
 
+    def remove_idle_consumers(self, shard: int, *, min_idle_ms: int) -> list[str]:
+        """Delete consumers of our group with nothing pending, idle for ``min_idle_ms`` (dead workers
+        whose entries were re-read and acknowledged by their successor); returns their names."""
+        with self._guard(shard):
+            try:
+                consumers = self.client.xinfo_consumers(self.stream(shard), self.group)  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:
+                if "no such key" in str(exc).lower() or "NOGROUP" in str(exc):
+                    return []
+                raise
+            removed = []
+            for item in consumers:
+                name = _text(_get(item, "name"))
+                idle = int(_get(item, "idle") or 0)
+                if name != self.consumer and not int(_get(item, "pending") or 0) and idle >= min_idle_ms:
+                    self.client.xgroup_delconsumer(self.stream(shard), self.group, name)
+                    removed.append(name)
+        return removed
+
     def lowest_unacknowledged(self, shard: int) -> str | None:
         """The smallest id some group still needs (pending or not yet delivered); None: no groups."""
         groups = self.groups(shard)

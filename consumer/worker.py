@@ -446,6 +446,10 @@ class Worker:
         group = self.source.group_info(shard)
         if group is not None and group.lag is not None:
             self.stats.gauge(shard, "lag_entries", group.lag)
+        gone = self.source.remove_idle_consumers(shard, min_idle_ms=int(self.config.lease_s * 10_000))
+        if gone:
+            logger.info("shard %d: removed idle consumers with nothing pending from the group: %s",
+                        shard, ", ".join(gone))
 
     # -- ownership --------------------------------------------------------------------------
     def _wanted(self) -> list[int]:

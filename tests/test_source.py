@@ -97,3 +97,16 @@ def test_unreachable_redis_is_source_unavailable(redis_server: RedisServer) -> N
 def test_ids_order_numerically() -> None:
     assert parse_id("10-2") > parse_id("9-30")
     assert next_id("5-9") == "5-10"
+
+
+def test_idle_consumers_with_nothing_pending_are_removed(client: redis.Redis) -> None:
+    dead, alive = _source(client, "dead"), _source(client, "alive")
+    dead.ensure_group(0)
+    entry = client.xadd("t:{0}", {"k": "v"}).decode()
+    dead.read_new([0], count=10, block_ms=None)
+    assert alive.remove_idle_consumers(0, min_idle_ms=0) == []      # still has a pending entry
+    alive.ack(0, [entry])                                           # its successor acknowledged it
+    alive.read_new([0], count=10, block_ms=None)
+    assert alive.remove_idle_consumers(0, min_idle_ms=0) == ["dead"]
+    names = [c["name"] for c in client.xinfo_consumers("t:{0}", "g")]
+    assert b"dead" not in names and "dead" not in names
