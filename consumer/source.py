@@ -324,7 +324,7 @@ class StreamSource:
                 name = _text(_get(item, "name"))
                 idle = int(_get(item, "idle") or 0)
                 if name != self.consumer and not int(_get(item, "pending") or 0) and idle >= min_idle_ms:
-                    self.client.xgroup_delconsumer(self.stream(shard), self.group, name)
+                    self.client.xgroup_delconsumer(self.stream(shard), self.group, name)  # type: ignore[no-untyped-call]
                     removed.append(name)
         return removed
 
