@@ -300,3 +300,17 @@ def test_self_telemetry_points_go_through_the_sink(redis_server: RedisServer) ->
     fields = point.fields
     assert (fields["events_in"], fields["dead_letters"], fields["dead_letters_invalid_value"],
             fields["points_out"]) == (1, 1, 1, 1)
+
+
+def test_configured_tags_are_pseudonymized_before_anything_is_stored(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    t0 = _now_based(0)
+    Producer(client, shards=1).send([(1, "c", t0 + 1, {"user_id": "alice", "bot_name": "elena"}, {"n": 1}),
+                                     (1, "c", t0 + 2, {"user_id": "alice", "bot_name": "elena"}, {"n": 2})])
+    sink = MemorySink()
+    Worker(_config(redis_server, shards=1, pseudonymize=("user_id",), pseudonym_key="k1"), sink=sink).run()
+    [point] = sink.points("c")
+    tags = dict(point.tags)
+    assert tags["bot_name"] == "elena"
+    assert tags["user_id"].startswith("p_") and "alice" not in tags["user_id"]
+    assert point.fields == {"event_count": 2, "n": 3}
