@@ -36,7 +36,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -66,7 +66,6 @@ REDIS_ERRORS: Final = (SourceUnavailable, redis.ConnectionError, redis.TimeoutEr
                        redis.exceptions.ClusterError)
 WAIT_STEP_S: Final = 0.25
 HEALTH_CHECK_EVERY_S: Final = 5.0
-SHUTDOWN_WRITE_ATTEMPTS: Final = 2
 
 
 @dataclass(eq=False)
@@ -119,6 +118,7 @@ class Worker:
         self._next_maintenance = 0.0
         self._logged: set[str] = set()
         self._started = time.monotonic()
+        self._sink_down_at_stop = False
 
     # -- lifecycle --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -330,16 +330,17 @@ class Worker:
     def _write(self, state: ShardState, points: Sequence[Point]) -> WriteResult | None:
         """Write with retries until it succeeds; None when the shard was lost or the worker stops."""
         backoff = Backoff()
-        tries = 0
         while True:
-            tries += 1
+            if self.stopping and self._sink_down_at_stop:
+                return None  # one failed write at shutdown is enough: exit within seconds
             lease = self._lease_time(state)
             if lease == "lost":
                 return None
             if lease == "ok":
                 started = time.monotonic()
                 try:
-                    result = self.sink.write(points)
+                    with self._keeping_leases():
+                        result = self.sink.write(points)
                 except SinkError as exc:
                     delay = self._sink_failed(state, exc, backoff)
                 else:
@@ -349,9 +350,35 @@ class Worker:
                     return result
             else:
                 delay = backoff.next_delay()  # Redis cannot confirm the lease: do not risk a stale write
-            if self.stopping and tries >= SHUTDOWN_WRITE_ATTEMPTS:
+            if self.stopping:
+                self._sink_down_at_stop = True
                 return None
             self._wait(delay)
+
+    @contextlib.contextmanager
+    def _keeping_leases(self) -> Iterator[None]:
+        """Renew leases and heartbeat from a helper thread while a write blocks (a hanging InfluxDB
+        may hold it for the whole HTTP timeout, longer than a lease). Shards found lost meanwhile
+        are dropped once the write returns; fencing still refuses any stale checkpoint."""
+        done = threading.Event()
+        lost: list[int] = []
+
+        def keep() -> None:
+            while not done.wait(self.config.lease_s / 3):
+                with contextlib.suppress(*REDIS_ERRORS, redis.ResponseError):
+                    lost.extend(shard for shard in self.leases.held() if not self.leases.renew(shard))
+                    self.leases.heartbeat()
+
+        keeper = threading.Thread(target=keep, name="telemetry-lease-keeper", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            done.set()
+            keeper.join()
+            for shard in lost:
+                if shard in self.shards:
+                    self._lose(self.shards[shard])
 
     def _sink_failed(self, state: ShardState, exc: SinkError, backoff: Backoff) -> float:
         self.stats.count(state.shard, "write_errors")

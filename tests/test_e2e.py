@@ -5,6 +5,7 @@ The workload is known, so InfluxQL must return exactly the expected points and v
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from consumer.config import WorkerConfig
 from consumer.worker import Worker
@@ -164,6 +166,15 @@ def test_poison_through_real_influx_each_one_dead_letter(redis_server: RedisServ
     assert [(r["v"], r["note"], r["event_count"]) for r in rows] == [(1.5, "a b,c=d\"e", 1)]
 
 
+def _pending(client: Any) -> int:
+    """Entries delivered to the group and not acknowledged, over all shards (0 before the group exists)."""
+    total = 0
+    for shard in range(3):
+        with contextlib.suppress(redis.ResponseError):
+            total += client.xpending(f"{PREFIX}:{{{shard}}}", "aggregator")["pending"]
+    return total
+
+
 def _run_until_progress(cmd: list[str], env: dict[str, str],
                         redis_server: RedisServer) -> subprocess.Popen[str]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -227,3 +238,32 @@ def test_configuration_error_is_one_line_and_exit_2(cmd: list[str]) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "TELEMETRY_WINDOW" in lines[0], done.stderr
+
+
+def test_sigterm_while_influx_hangs_checkpoints_and_a_restart_completes(
+        redis_server: RedisServer, influx_server: InfluxServer) -> None:
+    influx_server.create_database("hang")
+    t0 = _origin()
+    env = _env(redis_server.url, TELEMETRY_INFLUX_URL=influx_server.url, TELEMETRY_INFLUX_API="v1",
+               TELEMETRY_INFLUX_DB="hang")
+    influx_server.pause()                              # InfluxDB hangs: writes time out
+    try:
+        _send_workload(redis_server.url, t0)
+        proc = subprocess.Popen(_worker_cmd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        client = redis_server.client()
+        deadline = time.monotonic() + 60               # read, and stuck writing to InfluxDB
+        while time.monotonic() < deadline and proc.poll() is None and _pending(client) < 3:
+            time.sleep(0.05)
+        time.sleep(4)                                  # longer than the lease: the write still hangs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0                # one bounded write attempt, then out
+        stderr = proc.stderr.read() if proc.stderr else ""
+        assert "lease on shard" not in stderr          # leases kept while the write hung
+    finally:
+        influx_server.resume()
+    assert all(client.xpending(f"{PREFIX}:{{{s}}}", "aggregator")["pending"] == 0 for s in range(3))
+    assert influx_server.query('SHOW MEASUREMENTS', db="hang") == []
+    done = subprocess.run(_worker_cmd("--drain"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    _assert_matches(_query(influx_server, "hang"), _expected(t0))
