@@ -167,7 +167,9 @@ def loaded(redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> Itera
                           grace_s=0.0, allowed_lateness_s=7200.0, max_future_s=60.0, influx_url=server.url,
                           influx_api="v1", influx_db=db, consumer="dash-w1", block_ms=50, drain=True)
     assert Worker(config).run() == 0
-    time_filter = f"time >= {int(t0) - 60}s AND time <= {int(t0) + 3600}s"
+    # Up to now: the worker stamps its own telemetry_pipeline points with the current window.
+    until = max(int(t0) + 3600, int(time.time()) + 120)
+    time_filter = f"time >= {int(t0) - 60}s AND time <= {until}s"
     yield Loaded(server, db, t0, checks, classifications, detections, time_filter)
 
 
