@@ -116,16 +116,47 @@ def format_value(value: FieldValue) -> str:
     return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 
+_ESCAPED_CACHE_LIMIT: Final = 65_536
+_escaped_keys: dict[str, str] = {}
+_escaped_measurements: dict[str, str] = {}
+
+
+def _cached_escape(cache: dict[str, str], name: str, table: dict[int, str]) -> str:
+    """Escape through a bounded memo: the same few names recur in every point."""
+    escaped = cache.get(name)
+    if escaped is None:
+        escaped = name.translate(table)
+        if len(cache) >= _ESCAPED_CACHE_LIMIT:
+            cache.clear()
+        cache[name] = escaped
+    return escaped
+
+
 def encode_point(point: Point) -> str:
     """One point as one line (no trailing newline). Names must have passed :func:`name_problem`."""
-    head = escape_measurement(point.measurement)
-    tags = ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in point.tags if v != "")
-    if tags:
-        head += "," + tags
-    fields = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in sorted(point.fields.items()))
-    return f"{head} {fields} {point.time_ns}"
+    keys = _escaped_keys
+    head = _escaped_measurements.get(point.measurement)
+    if head is None:
+        head = _cached_escape(_escaped_measurements, point.measurement, _MEASUREMENT_ESCAPES)
+    for key, value in point.tags:
+        if value != "":
+            head += ","
+            head += keys.get(key) or _cached_escape(keys, key, _KEY_ESCAPES)
+            head += "="
+            head += keys.get(value) or _cached_escape(keys, value, _KEY_ESCAPES)
+    parts = []
+    for key, value in sorted(point.fields.items()):
+        cls = value.__class__
+        if cls is float:
+            text = repr(value)
+        elif cls is int:
+            text = f"{value}i"
+        else:
+            text = format_value(value)
+        parts.append(f"{keys.get(key) or _cached_escape(keys, key, _KEY_ESCAPES)}={text}")
+    return f"{head} {','.join(parts)} {point.time_ns}"
 
 
 def encode_points(points: Iterable[Point]) -> bytes:
     """A write body: points separated by newlines."""
-    return "\n".join(encode_point(point) for point in points).encode("utf-8")
+    return "\n".join([encode_point(point) for point in points]).encode("utf-8")
