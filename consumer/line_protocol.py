@@ -145,15 +145,15 @@ def encode_point(point: Point) -> str:
             head += "="
             head += keys.get(value) or _cached_escape(keys, value, _KEY_ESCAPES)
     parts = []
-    for key, value in sorted(point.fields.items()):
-        cls = value.__class__
+    for name, field_value in sorted(point.fields.items()):
+        cls = field_value.__class__
         if cls is float:
-            text = repr(value)
+            text = repr(field_value)
         elif cls is int:
-            text = f"{value}i"
+            text = f"{field_value}i"
         else:
-            text = format_value(value)
-        parts.append(f"{keys.get(key) or _cached_escape(keys, key, _KEY_ESCAPES)}={text}")
+            text = format_value(field_value)
+        parts.append(f"{keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)}={text}")
     return f"{head} {','.join(parts)} {point.time_ns}"
 
 
