@@ -106,9 +106,11 @@ def count_points(
 
 def queries_for(config: WorkerConfig, influx: Service) -> dict[str, Any]:
     """The queries that show the demo's data (InfluxQL and Flux), and how to run them."""
+    # A mean over windows is weighted by their event counts: sum of sums over sum of counts.
     influxql = (
-        'SELECT sum("event_count") AS checks, mean("emotional_intensity") AS intensity '
-        'FROM "attachment_monitoring" WHERE time > now() - 1h GROUP BY time(10s), "risk_level"'
+        'SELECT sum("event_count") AS checks, '
+        'sum("emotional_intensity_sum") / sum("event_count") AS intensity '
+        'FROM "attachment_monitoring" WHERE time > now() - 1h GROUP BY time(10s), "risk_level" fill(none)'
     )
     flux = (
         f'from(bucket: "{config.influx_bucket}")\n'
@@ -128,7 +130,7 @@ def queries_for(config: WorkerConfig, influx: Service) -> dict[str, Any]:
         queries["curl"] = f"curl -G '{config.influx_url.rstrip('/')}/query?{query}'"
         if influx.kind == "influxd":
             queries["note"] = (
-                "the private influxd is stopped at exit; set TELEMETRY_INFLUX_URL to a running "
-                "InfluxDB to keep the data"
+                "the private influxd is stopped at exit: run with --keep to query it first, or set "
+                "TELEMETRY_INFLUX_URL to a running InfluxDB to keep the data"
             )
     return queries
