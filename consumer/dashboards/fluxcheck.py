@@ -1,10 +1,11 @@
 """Check Flux queries with InfluxData's own parser, run under node.
 
 The npm package ``@influxdata/flux-lsp-browser`` ships the Flux parser and semantic checker as
-WebAssembly; ``flux_validate.mjs`` (shipped beside this module) loads it and answers ``is_valid_flux`` for a list of
-scripts. A query is checked as Grafana sends it: template variables interpolated with sample
-values and Grafana's ``v`` record defined first (Grafana provides ``v.timeRangeStart`` etc.), so a
-misspelt function, a bad argument or a type error fails here instead of as a blank panel.
+WebAssembly; ``flux_validate.mjs`` (shipped beside this module) loads it and answers
+``is_valid_flux`` for a list of scripts. A query is checked as Grafana sends it: template variables
+interpolated with sample values and Grafana's ``v`` record defined first (Grafana provides
+``v.timeRangeStart`` etc.), so a misspelt function, a bad argument or a type error fails here
+instead of as a blank panel.
 
 Usage::
 
