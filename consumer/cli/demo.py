@@ -23,12 +23,13 @@ from consumer.cli.operator_options import (
     RedisUrl,
     Shards,
     StreamPrefix,
+    duration_flag,
+    env_option,
     fail,
     load_config,
     print_json,
 )
 from consumer.demo import DemoOptions, DemoSummary, run_demo
-from producers.durations import ConfigError, parse_duration_s
 
 
 def print_summary(summary: DemoSummary, console: Console) -> None:
@@ -83,21 +84,14 @@ def demo_command(
     redis_url: RedisUrl = None,
     stream_prefix: StreamPrefix = None,
     shards: Shards = None,
-    influx_url: Annotated[
-        str | None, typer.Option("--influx-url", show_default=False, help="[env TELEMETRY_INFLUX_URL]")
-    ] = None,
-    influx_api: Annotated[
-        str | None, typer.Option("--influx-api", show_default=False, help="[env TELEMETRY_INFLUX_API]")
-    ] = None,
+    influx_url: Annotated[str | None, env_option("--influx-url")] = None,
+    influx_api: Annotated[str | None, env_option("--influx-api")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the worker's log")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="keep private services running until Enter")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a realistic bot workload through producer, Redis, worker and InfluxDB; no set-up needed."""
-    try:
-        duration_s = parse_duration_s("--duration", duration)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
+    duration_s = duration_flag("--duration", duration)
     if rate <= 0 or users < 1 or not 1 <= bots <= 9:
         fail("--rate must be > 0, --users >= 1, --bots 1-9", EXIT_USAGE)
     config = load_config(

@@ -15,13 +15,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from consumer.cli.operator_options import (
-    EXIT_USAGE,
     JsonFlag,
     RedisUrl,
     Shards,
     StreamPrefix,
     connect_redis,
-    fail,
+    duration_flag,
     load_config,
     print_json,
     redis_errors,
@@ -29,7 +28,6 @@ from consumer.cli.operator_options import (
 from consumer.config import WorkerConfig
 from consumer.dlq_ops import DeadLetterRecord, DeadLetters
 from consumer.stream_admin import entry_ms
-from producers.durations import ConfigError, parse_duration_s
 
 Reason = Annotated[str | None, typer.Option("--reason", help="only dead letters with this reason")]
 
@@ -107,10 +105,7 @@ def purge_command(older_than: Annotated[str, typer.Option("--older-than", help="
                   redis_url: RedisUrl = None, stream_prefix: StreamPrefix = None, shards: Shards = None,
                   as_json: JsonFlag = False) -> None:
     """Delete dead letters older than a duration."""
-    try:
-        older_than_s = parse_duration_s("--older-than", older_than)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
+    older_than_s = duration_flag("--older-than", older_than)
     config, letters = _letters(redis_url, stream_prefix, shards)
     with redis_errors(config):
         removed = letters.purge(older_than_s=older_than_s)

@@ -15,18 +15,17 @@ from rich.markup import escape
 
 from consumer.cli.operator_options import (
     EXIT_CHECK_FAILED,
-    EXIT_USAGE,
     Group,
     JsonFlag,
     RedisUrl,
     Shards,
     StreamPrefix,
-    fail,
+    duration_flag,
+    env_option,
     load_config,
     print_json,
 )
 from consumer.doctor_checks import CheckResult, Doctor, Status
-from producers.durations import ConfigError, parse_duration_s
 
 _MARKS = {
     Status.OK: "[green]✓[/green]",
@@ -34,17 +33,6 @@ _MARKS = {
     Status.WARN: "[yellow]![/yellow]",
     Status.SKIP: "[dim]–[/dim]",
 }
-
-
-def _opt(flag: str, env: str) -> object:
-    return typer.Option(flag, show_default=False, help=f"[env {env}]")
-
-
-def _duration(flag: str, raw: str) -> float:
-    try:
-        return parse_duration_s(flag, raw)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
 
 
 def print_report(results: list[CheckResult], console: Console) -> None:
@@ -67,12 +55,12 @@ def doctor_command(
     stream_prefix: StreamPrefix = None,
     shards: Shards = None,
     group: Group = None,
-    influx_url: Annotated[str | None, _opt("--influx-url", "TELEMETRY_INFLUX_URL")] = None,
-    influx_api: Annotated[str | None, _opt("--influx-api", "TELEMETRY_INFLUX_API")] = None,
-    influx_db: Annotated[str | None, _opt("--influx-db", "TELEMETRY_INFLUX_DB")] = None,
-    influx_bucket: Annotated[str | None, _opt("--influx-bucket", "TELEMETRY_INFLUX_BUCKET")] = None,
-    influx_org: Annotated[str | None, _opt("--influx-org", "TELEMETRY_INFLUX_ORG")] = None,
-    influx_user: Annotated[str | None, _opt("--influx-user", "TELEMETRY_INFLUX_USER")] = None,
+    influx_url: Annotated[str | None, env_option("--influx-url")] = None,
+    influx_api: Annotated[str | None, env_option("--influx-api")] = None,
+    influx_db: Annotated[str | None, env_option("--influx-db")] = None,
+    influx_bucket: Annotated[str | None, env_option("--influx-bucket")] = None,
+    influx_org: Annotated[str | None, env_option("--influx-org")] = None,
+    influx_user: Annotated[str | None, env_option("--influx-user")] = None,
     grafana_url: Annotated[
         str | None,
         typer.Option(
@@ -102,9 +90,9 @@ def doctor_command(
     )
     doctor = Doctor(
         config,
-        recent_s=_duration("--recent", recent),
-        lag_limit_s=_duration("--lag-limit", lag_limit),
-        points_since_s=_duration("--since", since),
+        recent_s=duration_flag("--recent", recent),
+        lag_limit_s=duration_flag("--lag-limit", lag_limit),
+        points_since_s=duration_flag("--since", since),
         grafana_url=grafana_url,
         grafana_token=os.environ.get("GRAFANA_TOKEN") or None,
     )

@@ -6,6 +6,7 @@ from typing import Annotated, Final
 
 import typer
 
+from consumer.cli.operator_options import env_option
 from consumer.influx_admin import (
     DEFAULT_DOWNSAMPLE_EVERY,
     DEFAULT_DOWNSAMPLE_RETENTION,
@@ -26,20 +27,15 @@ EXIT_USAGE: Final = 2
 influx_app = typer.Typer(help="Prepare InfluxDB for the pipeline.", no_args_is_help=True)
 
 
-def _env_opt(flag: str) -> object:
-    variable = "TELEMETRY_" + flag.lstrip("-").replace("-", "_").upper()
-    return typer.Option(flag, show_default=False, help=f"[env {variable}]")
-
-
 @influx_app.command("setup")
 def setup_command(
-    influx_url: Annotated[str | None, _env_opt("--influx-url")] = None,
-    influx_api: Annotated[str | None, _env_opt("--influx-api")] = None,
-    influx_org: Annotated[str | None, _env_opt("--influx-org")] = None,
-    influx_bucket: Annotated[str | None, _env_opt("--influx-bucket")] = None,
-    influx_db: Annotated[str | None, _env_opt("--influx-db")] = None,
-    influx_rp: Annotated[str | None, _env_opt("--influx-rp")] = None,
-    influx_user: Annotated[str | None, _env_opt("--influx-user")] = None,
+    influx_url: Annotated[str | None, env_option("--influx-url")] = None,
+    influx_api: Annotated[str | None, env_option("--influx-api")] = None,
+    influx_org: Annotated[str | None, env_option("--influx-org")] = None,
+    influx_bucket: Annotated[str | None, env_option("--influx-bucket")] = None,
+    influx_db: Annotated[str | None, env_option("--influx-db")] = None,
+    influx_rp: Annotated[str | None, env_option("--influx-rp")] = None,
+    influx_user: Annotated[str | None, env_option("--influx-user")] = None,
     retention: Annotated[str, typer.Option("--retention", help="how long window points are kept")]
     = DEFAULT_RETENTION,
     downsample_retention: Annotated[str, typer.Option("--downsample-retention",

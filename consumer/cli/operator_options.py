@@ -18,7 +18,7 @@ import redis
 import typer
 
 from consumer.config import WorkerConfig
-from producers.durations import ConfigError
+from producers.durations import ConfigError, parse_duration_s
 
 EXIT_OK: Final = 0
 EXIT_CHECK_FAILED: Final = 1
@@ -35,10 +35,24 @@ Group = Annotated[str | None, typer.Option("--group", show_default=False,
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
+def env_option(flag: str) -> Any:
+    """A flag named after its variable (``--influx-url`` is ``TELEMETRY_INFLUX_URL``), so help says which."""
+    variable = "TELEMETRY_" + flag.lstrip("-").replace("-", "_").upper()
+    return typer.Option(flag, show_default=False, help=f"[env {variable}]")
+
+
 def fail(message: str, code: int = EXIT_CHECK_FAILED) -> NoReturn:
     """Print one line to stderr and exit with ``code`` (never a traceback)."""
     typer.echo(f"telemetry: {message}", err=True)
     raise typer.Exit(code)
+
+
+def duration_flag(flag: str, raw: str) -> float:
+    """Seconds from a duration flag (``30s``, ``5m``); a bad one is a usage error, not a traceback."""
+    try:
+        return parse_duration_s(flag, raw)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def load_config(**flags: Any) -> WorkerConfig:

@@ -35,20 +35,18 @@ from rich.table import Table
 from rich.text import Text
 
 from consumer.cli.operator_options import (
-    EXIT_USAGE,
+    Group as GroupOpt,
+)
+from consumer.cli.operator_options import (
     RedisUrl,
     Shards,
     StreamPrefix,
     connect_redis,
-    fail,
+    duration_flag,
     load_config,
     redis_errors,
 )
-from consumer.cli.operator_options import (
-    Group as GroupOpt,
-)
 from consumer.stream_admin import StreamAdmin
-from producers.durations import ConfigError, parse_duration_s
 from producers.wire import WireError, decode_entry
 
 READ_BUDGET: Final = 20_000
@@ -250,10 +248,7 @@ def top_command(
     group: GroupOpt = None,
 ) -> None:
     """Live view: events/s per measurement, lag per shard, open windows, write latency, dead letters."""
-    try:
-        interval_s = parse_duration_s("--interval", interval)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
+    interval_s = duration_flag("--interval", interval)
     config = load_config(redis_url=redis_url, stream_prefix=stream_prefix, shards=shards, group=group)
     if metrics_url is None and config.metrics_port:
         metrics_url = f"http://127.0.0.1:{config.metrics_port}/metrics"
