@@ -7,15 +7,11 @@ touched. Used by the fixtures in ``conftest.py``; also importable by benchmarks 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,23 +19,24 @@ from typing import Any
 
 import redis
 
-STARTUP_TIMEOUT_S = 30.0
+from consumer.local_servers import (
+    free_port,
+    influx_answers,
+    redis_answers,
+    redis_server_argv,
+    wait_until,
+    write_influx_config,
+)
+
+__all__ = ["InfluxServer", "RedisServer", "free_port"]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(predicate: Any, what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not become ready within {timeout_s}s")
+def _wait_started(server: _Process, ready: Any, what: str, log: Path, timeout_s: float) -> None:
+    """Wait until ``ready()``; a server that exits or never answers fails with its log's path."""
+    try:
+        wait_until(ready, what, server.proc, timeout_s=timeout_s)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; see {log}") from exc
 
 
 class _Process:
@@ -112,23 +109,13 @@ class RedisServer(_Process):
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def ping(self) -> bool:
-        try:
-            with contextlib.closing(self.client(socket_timeout=0.5, socket_connect_timeout=0.5)) as c:
-                return bool(c.ping())
-        except redis.RedisError:
-            return False
+        return redis_answers(self.url, 0.5)
 
     def start(self) -> RedisServer:
-        args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always", "--daemonize", "no", "--logfile", "redis.log",
-            "--protected-mode", "no", *self.extra_args,
-        ]
+        args = redis_server_argv(self.binary, self.port, self.directory, appendonly=self.appendonly,
+                                 extra_args=self.extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(lambda: self.ping() or not self.is_running(), "redis-server")
-        if not self.is_running():
-            raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+        _wait_started(self, self.ping, "redis-server", self.directory / "redis.log", timeout_s=30)
         return self
 
     def restart(self) -> RedisServer:
@@ -138,39 +125,6 @@ class RedisServer(_Process):
 
     def stop(self) -> None:
         self.terminate()
-
-
-_INFLUX_CONFIG = """\
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-
-[meta]
-  dir = "{dir}/meta"
-  logging-enabled = false
-
-[data]
-  dir = "{dir}/data"
-  wal-dir = "{dir}/wal"
-  query-log-enabled = false
-  wal-fsync-delay = "0s"
-
-[monitor]
-  store-enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{port}"
-  auth-enabled = {auth}
-  log-enabled = false
-  pprof-enabled = false
-
-[continuous_queries]
-  log-enabled = false
-  run-interval = "1s"
-
-[logging]
-  level = "warn"
-"""
 
 
 class InfluxServer(_Process):
@@ -197,23 +151,15 @@ class InfluxServer(_Process):
         return f"http://127.0.0.1:{self.port}"
 
     def ping(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as response:
-                return bool(response.status == 204)
-        except (OSError, urllib.error.URLError):
-            return False
+        return influx_answers(self.url, 0.5)
 
     def start(self) -> InfluxServer:
-        self.config_path.write_text(_INFLUX_CONFIG.format(
-            dir=self.directory, port=self.port, rpc_port=self.rpc_port,
-            auth="true" if self.auth else "false"))
+        write_influx_config(self.directory, self.port, self.rpc_port, auth=self.auth)
         log = open(self.directory / "influxd.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen([self.binary, "-config", str(self.config_path)],
                                      stdout=log, stderr=log)
         log.close()
-        _wait(lambda: self.ping() or not self.is_running(), "influxd", timeout_s=60)
-        if not self.is_running():
-            raise RuntimeError(f"influxd exited; see {self.directory / 'influxd.log'}")
+        _wait_started(self, self.ping, "influxd", self.directory / "influxd.log", timeout_s=60)
         return self
 
     def restart(self) -> InfluxServer:

@@ -14,15 +14,11 @@ and its temporary directory removed. Nothing here touches a server it did not st
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -31,69 +27,18 @@ from typing import Any, Final
 
 import redis
 
-STARTUP_TIMEOUT_S: Final = 30.0
+from consumer.local_servers import (
+    free_port,
+    influx_answers,
+    redis_answers,
+    redis_server_argv,
+    wait_until,
+    write_influx_config,
+)
+
+__all__ = ["DEMO_DATABASE", "Service", "Services", "free_port", "influx_answers", "redis_answers"]
+
 DEMO_DATABASE: Final = "whisperengine"
-
-_INFLUX_CONFIG: Final = """\
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{dir}/meta"
-  logging-enabled = false
-[data]
-  dir = "{dir}/data"
-  wal-dir = "{dir}/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{port}"
-  auth-enabled = false
-  log-enabled = false
-[logging]
-  level = "warn"
-"""
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
-    """Whether a Redis at ``url`` answers PING."""
-    try:
-        with contextlib.closing(
-            redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        ) as client:
-            return bool(client.ping())
-    except (redis.RedisError, ValueError):
-        return False
-
-
-def influx_answers(url: str, timeout_s: float = 1.0) -> bool:
-    """Whether an InfluxDB at ``url`` answers ``/ping``."""
-    if not url.startswith(("http://", "https://")):
-        return False
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/ping", timeout=timeout_s) as response:
-            return int(response.status) in (200, 204)
-    except (OSError, urllib.error.URLError, ValueError):
-        return False
-
-
-def _wait_until(predicate: Any, what: str, proc: subprocess.Popen[bytes] | None) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited at start (code {proc.returncode})")
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start within {STARTUP_TIMEOUT_S:.0f}s")
 
 
 def _error_reply_handler() -> type:
@@ -193,23 +138,7 @@ class Services:
             directory = self.tmp / "redis"
             directory.mkdir()
             proc = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(directory),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                    "--logfile",
-                    "redis.log",
-                ],
+                redis_server_argv(binary, port, directory, appendonly=False),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -217,7 +146,7 @@ class Services:
                 "redis", "redis-server", f"redis://127.0.0.1:{port}/0", proc.pid, str(directory), proc=proc
             )
             self.started.append(service)
-            _wait_until(lambda: redis_answers(service.url, 0.5), "redis-server", proc)
+            wait_until(lambda: redis_answers(service.url, 0.5), "redis-server", proc)
             return service
         from fakeredis import TcpFakeServer
 
@@ -227,7 +156,7 @@ class Services:
         threading.Thread(target=server.serve_forever, name="demo-fakeredis", daemon=True).start()
         service = Service("redis", "fakeredis", f"redis://127.0.0.1:{port}/0", server=server)
         self.started.append(service)
-        _wait_until(lambda: redis_answers(service.url, 0.5), "fakeredis", None)
+        wait_until(lambda: redis_answers(service.url, 0.5), "fakeredis", None)
         return service
 
     def influx(self, url: str, api: str, *, use_configured: bool = True) -> Service:
@@ -239,8 +168,7 @@ class Services:
             directory = self.tmp / "influxd"
             directory.mkdir()
             port = free_port()
-            config = directory / "influxdb.conf"
-            config.write_text(_INFLUX_CONFIG.format(dir=directory, port=port, rpc_port=free_port()))
+            config = write_influx_config(directory, port, free_port())
             log = open(directory / "influxd.log", "ab")  # noqa: SIM115 - handed to the child
             proc = subprocess.Popen([binary, "-config", str(config)], stdout=log, stderr=log)
             log.close()
@@ -248,7 +176,7 @@ class Services:
                 "influx", "influxd", f"http://127.0.0.1:{port}", proc.pid, str(directory), proc=proc
             )
             self.started.append(service)
-            _wait_until(lambda: influx_answers(service.url, 0.5), "influxd", proc)
+            wait_until(lambda: influx_answers(service.url, 0.5), "influxd", proc)
             body = urllib.parse.urlencode({"q": f'CREATE DATABASE "{DEMO_DATABASE}"'}).encode()
             urllib.request.urlopen(f"{service.url}/query", data=body, timeout=10).close()
             return service
