@@ -62,13 +62,8 @@ Usage::
 from __future__ import annotations
 
 import math
-import zlib
-from collections.abc import Iterable
 from typing import Any, Final
 
-import msgpack
-
-from consumer.catalogue import MeasurementSpec, lookup
 from consumer.model import (
     REASON_FIELD_CLASH,
     REASON_FROM_FUTURE,
@@ -77,82 +72,35 @@ from consumer.model import (
     Event,
     FieldValue,
     Point,
-    Position,
 )
-from consumer.sketch import QuantileSketch
 from consumer.validate import (
     EVENT_COUNT_FIELD,
-    LAST_NUMBER,
-    LAST_STRING,
-    MEAN,
     SEMANTICS_NAMES,
-    SUM,
-    SUMMARY,
-    TRUE_COUNT,
     output_names,
     resolve_semantics,
 )
+from consumer.window_state import (
+    SNAPSHOT_VERSION,
+    MeasurementTypes,
+    Series,
+    SeriesKey,
+    Window,
+    decode_window,
+    emit_fields,
+    pack_snapshot,
+    unpack_snapshot,
+    update_fields,
+)
 from producers.durations import ConfigError
-from producers.wire import KINDS
+
+__all__ = ["DEFAULT_OVERFLOW_TAGS", "OVERFLOW_VALUE", "SNAPSHOT_VERSION", "Flush", "Rejection",
+           "ShardWindows"]
 
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
-SNAPSHOT_VERSION: Final = 3
 _floor: Final = math.floor
-QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
 
-SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 Rejection = tuple[str, str]
-
-
-class _Series:
-    """One series in one window: event count, per-field accumulators, dirty versioning."""
-
-    __slots__ = ("committed", "count", "fields", "key", "version")
-
-    def __init__(self, key: SeriesKey) -> None:
-        self.key = key
-        self.count = 0
-        self.version = 0
-        self.committed = 0
-        # name -> [code, ...state]; see _new_accumulator for the layouts
-        self.fields: dict[str, list[Any]] = {}
-
-
-class _Window:
-    """One window of the shard: its series, which are dirty, and its cached encoding."""
-
-    __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "series")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        # this window's encoded snapshot while it is unchanged: a checkpoint re-encodes only the
-        # windows touched since the previous one (mostly the current one), not the whole lateness
-        self.blob: bytes | None = None
-        self.series: dict[SeriesKey, _Series] = {}
-        # (measurement, *tag keys, *tag values) in the event's order -> series: spares a sort per event
-        self.aliases: dict[tuple[Any, ...], _Series] = {}
-        self.dirty: set[_Series] = set()  # identity-hashed: cheaper than hashing the key again
-        self.per_measurement: dict[str, int] = {}
-        self.flushed = False
-
-
-class _Measurement:
-    """Per-measurement type registry: field -> semantics code, output name -> owning field."""
-
-    __slots__ = ("codes", "owners", "registry", "spec")
-
-    def __init__(self, name: str) -> None:
-        self.spec: MeasurementSpec | None = lookup(name)
-        self.registry: dict[str, int] = {}
-        self.owners: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
-        # memo [kind][field][value class] -> code of what was admitted; rebuilt on demand after restore
-        self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)
-
-    def register(self, name: str, code: int) -> None:
-        self.registry[name] = code
-        for output in output_names(name, code):
-            self.owners[output] = name
 
 
 class Flush:
@@ -162,91 +110,13 @@ class Flush:
 
     def __init__(self) -> None:
         self.points: list[Point] = []
-        self._marks: list[tuple[_Window, _Series, int]] = []
+        self._marks: list[tuple[Window, Series, int]] = []
 
     def __len__(self) -> int:
         return len(self.points)
 
     def __repr__(self) -> str:
         return f"Flush(points={len(self.points)})"
-
-
-def _new_accumulator(code: int, value: Any, ts: float, position: Position) -> list[Any]:
-    if code == MEAN:
-        return [MEAN, 1, 0.0 + value, value, value]  # count, sum, min, max
-    if code == TRUE_COUNT:
-        return [TRUE_COUNT, 1 if value else 0]
-    if code == SUM:
-        return [SUM, value]
-    if code == SUMMARY:
-        sketch = QuantileSketch()
-        sketch.add(value)
-        return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
-    return [code, value, ts, position]  # last: value, event time, position (tie-break)
-
-
-def _update(accumulators: dict[str, list[Any]], event: Event,
-            codes: dict[str, dict[type, int]]) -> None:
-    """The hot loop: fold one event's fields into a series' accumulators (common cases inline)."""
-    for name, value in event.fields.items():
-        acc = accumulators.get(name)
-        if acc is None:
-            code = codes[name][value.__class__]
-            accumulators[name] = _new_accumulator(code, value, event.ts, event.position)
-            continue
-        code = acc[0]
-        if code == MEAN:
-            acc[1] += 1
-            acc[2] += value
-            if value < acc[3]:
-                acc[3] = value
-            if value > acc[4]:
-                acc[4] = value
-        elif code == TRUE_COUNT:
-            if value:
-                acc[1] += 1
-        elif code == SUM:
-            acc[1] += value
-        else:
-            _update_rare(acc, code, value, event.ts, event.position)
-
-
-def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: Position) -> None:
-    if code == SUMMARY:
-        acc[1] += 1
-        acc[2] += value
-        acc[3] = min(acc[3], value)
-        acc[4] = max(acc[4], value)
-        acc[5].add(value)
-    elif ts > acc[2] or (ts == acc[2] and position > acc[3]):  # last: greatest time, then position
-        acc[1] = value
-        acc[2] = ts
-        acc[3] = position
-
-
-def _emit_fields(out: dict[str, FieldValue], name: str, acc: list[Any]) -> None:
-    code = acc[0]
-    if code == MEAN:
-        out[name] = acc[2] / acc[1]
-        out[name + "_min"] = float(acc[3])
-        out[name + "_max"] = float(acc[4])
-        out[name + "_sum"] = float(acc[2])
-    elif code in (TRUE_COUNT, SUM):
-        out[name] = acc[1]
-    elif code == LAST_NUMBER:
-        out[name] = float(acc[1])
-    elif code == LAST_STRING:
-        out[name] = acc[1]
-    else:
-        count, total, low, high, sketch = acc[1:]
-        low, high = float(low), float(high)
-        out[name + "_count"] = count
-        out[name + "_sum"] = float(total)
-        out[name + "_min"] = low
-        out[name + "_max"] = high
-        out[name + "_mean"] = total / count
-        for suffix, q in QUANTILES:
-            out[name + suffix] = sketch.quantile(q, low, high)
 
 
 class ShardWindows:
@@ -264,8 +134,8 @@ class ShardWindows:
         self._max_future_s = float(max_future_s)
         self._max_series = int(max_series)
         self._overflow_tags = tuple(overflow_tags)
-        self._windows: dict[int, _Window] = {}
-        self._measurements: dict[str, _Measurement] = {}
+        self._windows: dict[int, Window] = {}
+        self._measurements: dict[str, MeasurementTypes] = {}
         self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
         self._shed_below: int | float = -math.inf  # windows below this index were shed (memory budget)
         self.overflowed = 0
@@ -310,7 +180,7 @@ class ShardWindows:
             return REASON_TOO_LATE, self._too_late_detail(ts, index, watermark)
         measurement = self._measurements.get(event.measurement)
         if measurement is None:
-            measurement = self._measurements[event.measurement] = _Measurement(event.measurement)
+            measurement = self._measurements[event.measurement] = MeasurementTypes(event.measurement)
         codes = measurement.codes[event.kind]
         for name, value in event.fields.items():
             admitted = codes.get(name)
@@ -318,7 +188,7 @@ class ShardWindows:
                 return self._record_new_fields(event, now_s, measurement)
         window = self._windows.get(index)
         if window is None:
-            window = self._windows[index] = _Window(index)
+            window = self._windows[index] = Window(index)
         elif window.flushed:
             self.late_events += 1
         window.blob = None
@@ -330,14 +200,15 @@ class ShardWindows:
         window.dirty.add(series)
         if ts > watermark:
             self._watermark = ts
-        _update(series.fields, event, codes)
+        update_fields(series.fields, event, codes)
         return None
 
     def _from_future(self, ts: float, now_s: float) -> Rejection:
         return REASON_FROM_FUTURE, (f"event time {ts:.3f} is {ts - now_s:.3f}s ahead of the worker's "
                                     f"clock (limit {self._max_future_s:g}s)")
 
-    def _record_new_fields(self, event: Event, now_s: float, measurement: _Measurement) -> Rejection | None:
+    def _record_new_fields(self, event: Event, now_s: float,
+                           measurement: MeasurementTypes) -> Rejection | None:
         """Slow path: a field (or value type) this measurement has not been checked for yet."""
         pending: dict[str, int] = {}
         owners = dict(measurement.owners)
@@ -367,7 +238,7 @@ class ShardWindows:
             measurement.codes[event.kind].setdefault(name, {})[value.__class__] = measurement.registry[name]
         return self.record(event, now_s)
 
-    def _find_series(self, window: _Window, event: Event) -> _Series:
+    def _find_series(self, window: Window, event: Event) -> Series:
         """The series of ``event`` by its canonical (sorted) key, created or collapsed as needed.
 
         The hot path looks series up by the tags in the order the event carries them (no sort);
@@ -385,7 +256,7 @@ class ShardWindows:
         window.aliases[(event.measurement, *event.tags, *event.tags.values())] = series
         return series
 
-    def _new_series(self, window: _Window, key: SeriesKey) -> _Series:
+    def _new_series(self, window: Window, key: SeriesKey) -> Series:
         measurement = key[0]
         admitted = window.per_measurement.get(measurement, 0)
         if admitted >= self._max_series:
@@ -394,7 +265,7 @@ class ShardWindows:
             series = window.series.get(key)
             if series is not None:
                 return series
-        series = window.series[key] = _Series(key)
+        series = window.series[key] = Series(key)
         window.per_measurement[measurement] = admitted + 1
         return series
 
@@ -437,7 +308,7 @@ class ShardWindows:
                 self._collect(window, flush)
         return flush
 
-    def _collect(self, window: _Window, flush: Flush) -> None:
+    def _collect(self, window: Window, flush: Flush) -> None:
         time_ns = window.index * self._window_ns
         window.flushed = True
         window.blob = None
@@ -445,7 +316,7 @@ class ShardWindows:
             key = series.key
             fields: dict[str, FieldValue] = {EVENT_COUNT_FIELD: series.count}
             for name, acc in series.fields.items():
-                _emit_fields(fields, name, acc)
+                emit_fields(fields, name, acc)
             flush.points.append(Point(key[0], key[1], fields, time_ns))
             flush._marks.append((window, series, series.version))
 
@@ -492,24 +363,15 @@ class ShardWindows:
 
     # -- checkpointing ----------------------------------------------------------------------
     def snapshot(self) -> bytes:
-        """Everything needed to resume exactly: msgpack, each window zlib-compressed on its own."""
-        windows = []
-        for index in sorted(self._windows):
-            window = self._windows[index]
-            if window.blob is None:
-                window.blob = _encode_window(window)
-            windows.append(window.blob)
-        state = {
-            "v": SNAPSHOT_VERSION,
+        """Everything needed to resume exactly (encoded by :mod:`consumer.window_state`)."""
+        scalars = {
             "wm": self.watermark,
             "ovf": self.overflowed,
             "late": self.late_events,
             "w": self._window_s,
             "shed": None if self._shed_below == -math.inf else self._shed_below,
-            "reg": {name: m.registry for name, m in self._measurements.items() if m.registry},
-            "win": windows,
         }
-        return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
+        return pack_snapshot(scalars, self._windows, self._measurements)
 
     @classmethod
     def restore(cls, blob: bytes, **config: Any) -> ShardWindows:
@@ -518,9 +380,7 @@ class ShardWindows:
         Raises:
             ConfigError: the snapshot holds windows of another length than ``window_s``.
         """
-        state = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-        if state.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"window snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}")
+        state = unpack_snapshot(blob)
         windows = cls(**config)
         windows._watermark = -math.inf if state["wm"] is None else state["wm"]
         windows.overflowed = state["ovf"]
@@ -534,58 +394,8 @@ class ShardWindows:
                     "(telemetry consume --drain)")
             windows._shed_below = -math.inf  # an index in the old window length means nothing now
         for name, registry in state["reg"].items():
-            measurement = windows._measurements[name] = _Measurement(name)
-            for field_name, code in registry.items():
-                measurement.register(field_name, code)
+            windows._measurements[name] = MeasurementTypes.from_registry(name, registry)
         for blob in state["win"]:
-            window = _decode_window(blob)
+            window = decode_window(blob)
             windows._windows[window.index] = window
         return windows
-
-
-def _encode_accumulator(acc: list[Any]) -> list[Any]:
-    code = acc[0]
-    if code == SUMMARY:
-        return [*acc[:5], acc[5].to_state()]
-    if code in (LAST_NUMBER, LAST_STRING):
-        position = acc[3]
-        return [code, acc[1], acc[2], position.entry_ms, position.entry_seq, position.index]
-    return list(acc)
-
-
-def _decode_accumulator(data: list[Any]) -> list[Any]:
-    code = data[0]
-    if code == SUMMARY:
-        return [*data[:5], QuantileSketch.from_state(data[5])]
-    if code in (LAST_NUMBER, LAST_STRING):
-        return [code, data[1], data[2], Position(data[3], data[4], data[5])]
-    return list(data)
-
-
-def _pairs(flat: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    items = list(flat)
-    return tuple(zip(items[0::2], items[1::2], strict=True))
-
-
-def _encode_window(window: _Window) -> bytes:
-    series = [[key[0], [item for pair in key[1] for item in pair], s.count, s.version, s.committed,
-               {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
-              for key, s in window.series.items()]
-    # zlib level 1: names repeat in every series, so a window shrinks about 3x for a little CPU
-    return zlib.compress(msgpack.packb([window.index, window.flushed, series], use_bin_type=True), 1)
-
-
-def _decode_window(blob: bytes) -> _Window:
-    index, flushed, series_list = msgpack.unpackb(zlib.decompress(blob), raw=False, strict_map_key=False)
-    window = _Window(index)
-    window.blob = blob
-    window.flushed = flushed
-    for measurement, flat_tags, count, version, committed, fields in series_list:
-        key = (measurement, _pairs(flat_tags))
-        series = window.series[key] = _Series(key)
-        series.count, series.version, series.committed = count, version, committed
-        series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
-        if version != committed:
-            window.dirty.add(series)
-        window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
-    return window

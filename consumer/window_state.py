@@ -1,0 +1,251 @@
+"""The state of a shard's windows and its checkpoint encoding, apart from the rules that change it.
+
+:mod:`consumer.window` decides what an event does (which window, which series, accepted or
+rejected, when a point is due); this module holds what that state is made of: a
+:class:`Window` of :class:`Series`, each series' per-field accumulators (their layouts, how an
+event folds into them and which fields they emit), the per-measurement type registry, and how
+all of it is written into and read back from a snapshot. A restored state produces exactly the
+outputs the original would have, so a checkpoint is exact.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from typing import Any, Final
+
+import msgpack
+
+from consumer.catalogue import MeasurementSpec, lookup
+from consumer.model import Event, FieldValue, Position
+from consumer.sketch import QuantileSketch
+from consumer.validate import (
+    EVENT_COUNT_FIELD,
+    LAST_NUMBER,
+    LAST_STRING,
+    MEAN,
+    SUM,
+    SUMMARY,
+    TRUE_COUNT,
+    output_names,
+)
+from producers.wire import KINDS
+
+SNAPSHOT_VERSION: Final = 3
+QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class Series:
+    """One series in one window: event count, per-field accumulators, dirty versioning."""
+
+    __slots__ = ("committed", "count", "fields", "key", "version")
+
+    def __init__(self, key: SeriesKey) -> None:
+        self.key = key
+        self.count = 0
+        self.version = 0
+        self.committed = 0
+        # name -> [code, ...state]; see new_accumulator for the layouts
+        self.fields: dict[str, list[Any]] = {}
+
+
+class Window:
+    """One window of the shard: its series, which are dirty, and its cached encoding."""
+
+    __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "series")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        # this window's encoded snapshot while it is unchanged: a checkpoint re-encodes only the
+        # windows touched since the previous one (mostly the current one), not the whole lateness
+        self.blob: bytes | None = None
+        self.series: dict[SeriesKey, Series] = {}
+        # (measurement, *tag keys, *tag values) in the event's order -> series: spares a sort per event
+        self.aliases: dict[tuple[Any, ...], Series] = {}
+        self.dirty: set[Series] = set()  # identity-hashed: cheaper than hashing the key again
+        self.per_measurement: dict[str, int] = {}
+        self.flushed = False
+
+
+class MeasurementTypes:
+    """Per-measurement type registry: field -> semantics code, output name -> owning field."""
+
+    __slots__ = ("codes", "owners", "registry", "spec")
+
+    def __init__(self, name: str) -> None:
+        self.spec: MeasurementSpec | None = lookup(name)
+        self.registry: dict[str, int] = {}
+        self.owners: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
+        # memo [kind][field][value class] -> code of what was admitted; rebuilt on demand after restore
+        self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)
+
+    def register(self, name: str, code: int) -> None:
+        self.registry[name] = code
+        for output in output_names(name, code):
+            self.owners[output] = name
+
+    @classmethod
+    def from_registry(cls, name: str, registry: dict[str, int]) -> MeasurementTypes:
+        """The registry of measurement ``name`` as a snapshot recorded it."""
+        measurement = cls(name)
+        for field_name, code in registry.items():
+            measurement.register(field_name, code)
+        return measurement
+
+
+def new_accumulator(code: int, value: Any, ts: float, position: Position) -> list[Any]:
+    if code == MEAN:
+        return [MEAN, 1, 0.0 + value, value, value]  # count, sum, min, max
+    if code == TRUE_COUNT:
+        return [TRUE_COUNT, 1 if value else 0]
+    if code == SUM:
+        return [SUM, value]
+    if code == SUMMARY:
+        sketch = QuantileSketch()
+        sketch.add(value)
+        return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
+    return [code, value, ts, position]  # last: value, event time, position (tie-break)
+
+
+def update_fields(accumulators: dict[str, list[Any]], event: Event,
+            codes: dict[str, dict[type, int]]) -> None:
+    """The hot loop: fold one event's fields into a series' accumulators (common cases inline)."""
+    for name, value in event.fields.items():
+        acc = accumulators.get(name)
+        if acc is None:
+            code = codes[name][value.__class__]
+            accumulators[name] = new_accumulator(code, value, event.ts, event.position)
+            continue
+        code = acc[0]
+        if code == MEAN:
+            acc[1] += 1
+            acc[2] += value
+            if value < acc[3]:
+                acc[3] = value
+            if value > acc[4]:
+                acc[4] = value
+        elif code == TRUE_COUNT:
+            if value:
+                acc[1] += 1
+        elif code == SUM:
+            acc[1] += value
+        else:
+            _update_rare(acc, code, value, event.ts, event.position)
+
+
+def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: Position) -> None:
+    if code == SUMMARY:
+        acc[1] += 1
+        acc[2] += value
+        acc[3] = min(acc[3], value)
+        acc[4] = max(acc[4], value)
+        acc[5].add(value)
+    elif ts > acc[2] or (ts == acc[2] and position > acc[3]):  # last: greatest time, then position
+        acc[1] = value
+        acc[2] = ts
+        acc[3] = position
+
+
+def emit_fields(out: dict[str, FieldValue], name: str, acc: list[Any]) -> None:
+    code = acc[0]
+    if code == MEAN:
+        out[name] = acc[2] / acc[1]
+        out[name + "_min"] = float(acc[3])
+        out[name + "_max"] = float(acc[4])
+        out[name + "_sum"] = float(acc[2])
+    elif code in (TRUE_COUNT, SUM):
+        out[name] = acc[1]
+    elif code == LAST_NUMBER:
+        out[name] = float(acc[1])
+    elif code == LAST_STRING:
+        out[name] = acc[1]
+    else:
+        count, total, low, high, sketch = acc[1:]
+        low, high = float(low), float(high)
+        out[name + "_count"] = count
+        out[name + "_sum"] = float(total)
+        out[name + "_min"] = low
+        out[name + "_max"] = high
+        out[name + "_mean"] = total / count
+        for suffix, q in QUANTILES:
+            out[name + suffix] = sketch.quantile(q, low, high)
+
+
+def _encode_accumulator(acc: list[Any]) -> list[Any]:
+    code = acc[0]
+    if code == SUMMARY:
+        return [*acc[:5], acc[5].to_state()]
+    if code in (LAST_NUMBER, LAST_STRING):
+        position = acc[3]
+        return [code, acc[1], acc[2], position.entry_ms, position.entry_seq, position.index]
+    return list(acc)
+
+
+def _decode_accumulator(data: list[Any]) -> list[Any]:
+    code = data[0]
+    if code == SUMMARY:
+        return [*data[:5], QuantileSketch.from_state(data[5])]
+    if code in (LAST_NUMBER, LAST_STRING):
+        return [code, data[1], data[2], Position(data[3], data[4], data[5])]
+    return list(data)
+
+
+def _pairs(flat: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    items = list(flat)
+    return tuple(zip(items[0::2], items[1::2], strict=True))
+
+
+def encode_window(window: Window) -> bytes:
+    series = [[key[0], [item for pair in key[1] for item in pair], s.count, s.version, s.committed,
+               {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
+              for key, s in window.series.items()]
+    # zlib level 1: names repeat in every series, so a window shrinks about 3x for a little CPU
+    return zlib.compress(msgpack.packb([window.index, window.flushed, series], use_bin_type=True), 1)
+
+
+def decode_window(blob: bytes) -> Window:
+    index, flushed, series_list = msgpack.unpackb(zlib.decompress(blob), raw=False, strict_map_key=False)
+    window = Window(index)
+    window.blob = blob
+    window.flushed = flushed
+    for measurement, flat_tags, count, version, committed, fields in series_list:
+        key = (measurement, _pairs(flat_tags))
+        series = window.series[key] = Series(key)
+        series.count, series.version, series.committed = count, version, committed
+        series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
+        if version != committed:
+            window.dirty.add(series)
+        window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
+    return window
+
+
+def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
+                  measurements: dict[str, MeasurementTypes]) -> bytes:
+    """One snapshot: ``scalars``, the type registries and each window (re-encoded only when changed)."""
+    blobs = []
+    for index in sorted(windows):
+        window = windows[index]
+        if window.blob is None:
+            window.blob = encode_window(window)
+        blobs.append(window.blob)
+    state = {
+        "v": SNAPSHOT_VERSION,
+        **scalars,
+        "reg": {name: m.registry for name, m in measurements.items() if m.registry},
+        "win": blobs,
+    }
+    return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack_snapshot(blob: bytes) -> dict[str, Any]:
+    """The snapshot's top level (windows still encoded: :func:`decode_window` each).
+
+    Raises:
+        ValueError: the snapshot was written by another version of this format.
+    """
+    state: dict[str, Any] = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    if state.get("v") != SNAPSHOT_VERSION:
+        raise ValueError(f"window snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}")
+    return state
