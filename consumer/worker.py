@@ -36,8 +36,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -46,48 +45,24 @@ import redis
 from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig, redact_url
 from consumer.deadletter import DeadLetterWriter
-from consumer.dedupe import Dedupe
-from consumer.errors import Fenced, GroupMissing, SourceUnavailable
-from consumer.lease import LeaseManager, assign
+from consumer.errors import Fenced, GroupMissing
+from consumer.lease import LeaseManager
 from consumer.line_protocol import encode_point
 from consumer.metrics import Metrics
-from consumer.model import REASON_REJECTED, DeadLetter, Point
+from consumer.model import REASON_REJECTED, DeadLetter, Point, Position
+from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
 from consumer.privacy import Pseudonymizer
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
-from consumer.source import ZERO_ID, StreamEntry, StreamSource, is_transient, make_client, parse_id
+from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
 from consumer.validate import validate
-from consumer.window import Flush, ShardWindows
+from consumer.window import Flush
 from producers.wire import WireError, decode_entry
 
 logger = logging.getLogger(__name__)
 
-REDIS_ERRORS: Final = (SourceUnavailable, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                       redis.exceptions.ClusterError)
 WAIT_STEP_S: Final = 0.25
 HEALTH_CHECK_EVERY_S: Final = 5.0
-
-
-@dataclass(eq=False)
-class ShardState:
-    """What the worker holds for one owned shard between checkpoints."""
-
-    shard: int
-    lease_value: str
-    windows: ShardWindows
-    dedupe: Dedupe
-    last_id: str = ZERO_ID
-    backlog_until: str | None = None
-    to_ack: list[str] = field(default_factory=list)
-    letters: list[DeadLetter] = field(default_factory=list)
-    dirty: bool = False
-    checkpointed_at: float = 0.0
-    had_checkpoint: bool = False
-    late_seen: int = 0
-    overflow_seen: int = 0
-    lost_reported: int = 0
-    checked_at: float = 0.0
-    paused: bool = False
 
 
 class Worker:
@@ -112,13 +87,21 @@ class Worker:
         self.metrics = Metrics(stale_after_s=max(60.0, 6 * config.lease_s))
         self.stats = SelfTelemetry(worker=self.worker_id, window_s=config.window_s,
                                    listener=self.metrics.listen)
-        self.shards: dict[int, ShardState] = {}
-        self._parked: dict[int, ShardState] = {}
+        self.ownership = Ownership(config, self.leases, self.source, self.store, self.stats,
+                                   checkpoint=lambda state: self._checkpoint(state, trim=False))
+        self.shards: dict[int, ShardState] = self.ownership.shards   # the same dict, read by tests and tools
         self._stop = threading.Event()
-        self._next_maintenance = 0.0
         self._logged: set[str] = set()
         self._started = time.monotonic()
         self._sink_down_at_stop = False
+
+    @property
+    def _next_maintenance(self) -> float:
+        return self.ownership.next_maintenance
+
+    @_next_maintenance.setter
+    def _next_maintenance(self, value: float) -> None:
+        self.ownership.next_maintenance = value
 
     # -- lifecycle --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -187,8 +170,8 @@ class Worker:
     # -- one iteration ----------------------------------------------------------------------
     def poll_once(self) -> bool:
         """One read-process-flush-checkpoint cycle; True when a drain has finished."""
-        if time.monotonic() >= self._next_maintenance:
-            self._maintain()
+        if self.ownership.due():
+            self.ownership.maintain()
         got, read_any = self._read()
         now = self.clock()
         for state in list(self.shards.values()):
@@ -224,7 +207,7 @@ class Worker:
             try:
                 got.update(self.source.read_new(readable, count=self.config.read_count, block_ms=block))
             except GroupMissing:
-                self._recreate_groups(readable)
+                self.ownership.recreate_groups(readable)
         elif not got:
             self._stop.wait(self.config.block_ms / 1000)
         if self.config.drain and not got:
@@ -251,7 +234,7 @@ class Worker:
         return over
 
     def _all_caught_up(self) -> bool:
-        wanted = self._wanted()
+        wanted = self.ownership.wanted()
         busy = any(s.backlog_until or s.paused for s in self.shards.values())
         return set(wanted) <= set(self.shards) and not busy
 
@@ -264,13 +247,15 @@ class Worker:
 
     # -- processing -------------------------------------------------------------------------
     def _process(self, state: ShardState, entries: Sequence[StreamEntry], now: float) -> None:
+        """Apply entries in id order; counters are added once per entry (same totals, less work)."""
         last = parse_id(state.last_id)
         source = self.source.stream(state.shard)
         for entry in entries:
             state.to_ack.append(entry.entry_id)
-            if entry.key <= last:
+            key = entry.key
+            if key <= last:
                 continue  # already applied (re-delivered after a takeover)
-            last = entry.key
+            last = key
             state.last_id = entry.entry_id
             try:
                 batch = decode_entry(entry.fields)
@@ -278,26 +263,38 @@ class Worker:
                 raw = msgpack.packb(dict(entry.fields), use_bin_type=True)
                 self._dead(state, DeadLetter(exc.reason, exc.detail, source, entry.entry_id, None, raw))
                 continue
-            if not state.dedupe.admit(batch.producer_id, batch.sequence, entry.key[0]):
+            if not state.dedupe.admit(batch.producer_id, batch.sequence, key[0]):
                 self.stats.count(state.shard, "duplicates")
                 continue
-            for index, raw_event in enumerate(batch.events):
-                self._apply(state, entry, index, raw_event, now, source)
+            accepted = self._apply(state, entry, key, batch.events, now, source)
+            self.stats.count(state.shard, "events_in", accepted)
         state.dirty = True
         self._count_window_changes(state)
 
-    def _apply(self, state: ShardState, entry: StreamEntry, index: int, raw_event: Any, now: float,
-               source: str) -> None:
-        result = validate(raw_event, entry.position(index))
-        if not isinstance(result, tuple):
-            event = self.privacy.apply(result) if self.privacy else result
-            rejection = state.windows.record(event, now)
-            if rejection is None:
-                self.stats.count(state.shard, "events_in")
-                return
-            result = rejection
-        reason, detail = result
-        self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(raw_event)))
+    def _apply(self, state: ShardState, entry: StreamEntry, key: tuple[int, int], events: Sequence[Any],
+               now: float, source: str) -> int:
+        """Validate and record one batch's events; the number accepted (rejections: dead letters).
+
+        A batch may hold thousands of events and one read hundreds of batches: leases and the
+        heartbeat are renewed here when due, so a long read never lets them lapse.
+        """
+        ms, seq = key
+        record = state.windows.record
+        privacy = self.privacy.apply if self.privacy else None
+        keep_if_due = self.ownership.keep_if_due
+        accepted = 0
+        for index, raw_event in enumerate(events):
+            keep_if_due()
+            result = validate(raw_event, Position(ms, seq, index))
+            if not isinstance(result, tuple):
+                rejection = record(privacy(result) if privacy else result, now)
+                if rejection is None:
+                    accepted += 1
+                    continue
+                result = rejection
+            reason, detail = result
+            self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(raw_event)))
+        return accepted
 
     def _dead(self, state: ShardState, letter: DeadLetter) -> None:
         state.letters.append(letter)
@@ -333,13 +330,13 @@ class Worker:
         while True:
             if self.stopping and self._sink_down_at_stop:
                 return None  # one failed write at shutdown is enough: exit within seconds
-            lease = self._lease_time(state)
+            lease = self.ownership.lease_time(state)
             if lease == "lost":
                 return None
             if lease == "ok":
                 started = time.monotonic()
                 try:
-                    with self._keeping_leases():
+                    with self.ownership.keeping_leases():
                         result = self.sink.write(points)
                 except SinkError as exc:
                     delay = self._sink_failed(state, exc, backoff)
@@ -355,31 +352,6 @@ class Worker:
                 return None
             self._wait(delay)
 
-    @contextlib.contextmanager
-    def _keeping_leases(self) -> Iterator[None]:
-        """Renew leases and heartbeat from a helper thread while a write blocks (a hanging InfluxDB
-        may hold it for the whole HTTP timeout, longer than a lease). Shards found lost meanwhile
-        are dropped once the write returns; fencing still refuses any stale checkpoint."""
-        done = threading.Event()
-        lost: list[int] = []
-
-        def keep() -> None:
-            while not done.wait(self.config.lease_s / 3):
-                with contextlib.suppress(*REDIS_ERRORS, redis.ResponseError):
-                    lost.extend(shard for shard in self.leases.held() if not self.leases.renew(shard))
-                    self.leases.heartbeat()
-
-        keeper = threading.Thread(target=keep, name="telemetry-lease-keeper", daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            done.set()
-            keeper.join()
-            for shard in lost:
-                if shard in self.shards:
-                    self._lose(self.shards[shard])
-
     def _sink_failed(self, state: ShardState, exc: SinkError, backoff: Backoff) -> float:
         self.stats.count(state.shard, "write_errors")
         delay = backoff.delay_for(exc)
@@ -394,21 +366,6 @@ class Worker:
                            "token/database settings, see `telemetry doctor`", url, exc, delay)
         return delay
 
-    def _lease_time(self, state: ShardState) -> str:
-        """``ok`` when the lease surely outlives a write, ``wait`` when Redis cannot confirm, ``lost``."""
-        if state.shard not in self.shards:
-            return "lost"
-        if self.leases.remaining_s(state.shard) >= self.config.lease_s / 2:
-            return "ok"
-        try:
-            renewed = self.leases.renew(state.shard)
-        except REDIS_ERRORS:
-            return "wait"
-        if not renewed:
-            self._lose(state)
-            return "lost"
-        return "ok"
-
     def _wait(self, delay_s: float) -> bool:
         """Sleep ``delay_s`` in small steps, keeping leases and heartbeat; False when stopping."""
         deadline = time.monotonic() + delay_s
@@ -418,13 +375,7 @@ class Worker:
                 return True
             if self._stop.wait(min(WAIT_STEP_S, remaining)):
                 return False
-            if time.monotonic() >= self._next_maintenance:
-                try:
-                    self._renew_all()
-                    self.leases.heartbeat()
-                except REDIS_ERRORS:
-                    pass
-                self._next_maintenance = time.monotonic() + self.config.lease_s / 3
+            self.ownership.keep_if_due()
             self.metrics.beat()
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -445,7 +396,7 @@ class Worker:
                             ack_ids=state.to_ack)
         except Fenced as exc:
             logger.warning("shard %d: %s; another worker owns it now", shard, exc)
-            self._lose(state)
+            self.ownership.lose(state)
             return
         state.to_ack = []
         state.dirty = False
@@ -477,100 +428,6 @@ class Worker:
         if gone:
             logger.info("shard %d: removed idle consumers with nothing pending from the group: %s",
                         shard, ", ".join(gone))
-
-    # -- ownership --------------------------------------------------------------------------
-    def _wanted(self) -> list[int]:
-        """Our rendezvous share of the shards; all of them when draining ("everything in the
-        streams", waiting for the leases of workers that died to expire)."""
-        if self.config.drain:
-            return list(range(self.config.shards))
-        return assign(range(self.config.shards), self.leases.live_workers(), self.worker_id)
-
-    def _maintain(self) -> None:
-        """Heartbeat, renew, give up shards that moved away, take the ones that are ours."""
-        self._next_maintenance = time.monotonic() + self.config.lease_s / 3
-        self.leases.heartbeat()
-        self._renew_all()
-        wanted = set(self._wanted())
-        for shard in sorted(set(self.shards) - wanted):
-            state = self.shards[shard]
-            self._checkpoint(state, trim=False)
-            if shard in self.shards:
-                del self.shards[shard]
-                self.leases.release(shard)
-                logger.info("shard %d handed over (rebalance)", shard)
-        for shard in sorted(wanted - set(self.shards)):
-            value = self.leases.acquire(shard)
-            if value is not None:
-                self._open(shard, value)
-
-    def _renew_all(self) -> None:
-        for state in list(self.shards.values()):
-            if not self.leases.renew(state.shard):
-                self._lose(state)
-
-    def _lose(self, state: ShardState) -> None:
-        """The lease is gone: keep the state aside, usable only if no one else checkpointed since."""
-        self.shards.pop(state.shard, None)
-        self.leases.forget(state.shard)
-        self._parked[state.shard] = state
-        self._next_maintenance = 0.0
-
-    def _open(self, shard: int, lease_value: str) -> None:
-        """Take a shard: from our own parked state if still current, else from its checkpoint."""
-        created = self.source.ensure_group(shard)
-        checkpoint = self.store.load(shard)
-        parked = self._parked.pop(shard, None)
-        if parked is not None and (checkpoint is None or checkpoint.owner == parked.lease_value):
-            state = parked
-            if checkpoint is None and parked.had_checkpoint:
-                self._redis_reset(shard, "its checkpoint")
-        elif checkpoint is not None:
-            state = self._new_state(shard, lease_value, checkpoint.windows, checkpoint.dedupe)
-            state.last_id, state.had_checkpoint = checkpoint.last_id, True
-        else:
-            state = self._new_state(shard, lease_value, b"", b"")
-        if created and state.had_checkpoint:
-            self._redis_reset(shard, "its consumer group")
-            state.last_id = ZERO_ID
-        state.lease_value = lease_value
-        group = self.source.group_info(shard)
-        if group is not None and parse_id(group.last_delivered_id) > parse_id(state.last_id):
-            state.backlog_until = group.last_delivered_id
-        state.checkpointed_at = time.monotonic()
-        self.shards[shard] = state
-        logger.info("shard %d taken (lease %s), resuming after %s%s", shard, lease_value, state.last_id,
-                    f", re-reading up to {state.backlog_until}" if state.backlog_until else "")
-
-    def _new_state(self, shard: int, lease_value: str, windows: bytes, dedupe: bytes) -> ShardState:
-        config = self.config
-        window_config: dict[str, Any] = {
-            "window_s": config.window_s, "grace_s": config.grace_s,
-            "allowed_lateness_s": config.allowed_lateness_s, "max_future_s": config.max_future_s,
-            "max_series": config.max_series,
-        }
-        if windows:
-            shard_windows = ShardWindows.restore(windows, **window_config)
-        else:
-            shard_windows = ShardWindows(**window_config)
-        dedupe_state = Dedupe.restore(dedupe, ttl_s=config.dedupe_ttl_s)
-        state = ShardState(shard, lease_value, shard_windows, dedupe_state)
-        state.late_seen, state.overflow_seen = shard_windows.late_events, shard_windows.overflowed
-        return state
-
-    def _recreate_groups(self, shards: Sequence[int]) -> None:
-        for shard in shards:
-            if self.source.ensure_group(shard) and shard in self.shards:
-                self._redis_reset(shard, "its consumer group")
-                self.shards[shard].last_id = ZERO_ID
-                self.shards[shard].backlog_until = None
-
-    def _redis_reset(self, shard: int, what: str) -> None:
-        self.stats.count(shard, "redis_resets")
-        self._log_once("redis-reset", logging.ERROR,
-                       "Redis came back without %s (shard %d): it restarted without its data. Consumer "
-                       "group recreated, windows in memory kept; entries that were in Redis and not yet "
-                       "read are lost. Enable Redis persistence (appendonly yes)", what, shard)
 
     # -- reporting --------------------------------------------------------------------------
     def _report(self, now: float, *, force: bool = False) -> None:

@@ -29,9 +29,6 @@ EVENTS = 300
 PAUSE_S = 0.01            # 300 events x 10 ms = 3 s of processing for one read, lease 1 s
 
 
-@pytest.mark.xfail(strict=True, reason="consumer/worker.py renews leases and the heartbeat only between "
-                   "poll iterations (and while retrying a write), not while processing one read; remove "
-                   "this mark once a long iteration keeps its leases")
 def test_a_read_longer_than_the_lease_keeps_the_shard(
         redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
