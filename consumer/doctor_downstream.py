@@ -1,0 +1,221 @@
+"""The doctor's checks past Redis: InfluxDB (reachable, credentials, database/bucket, recent points
+per catalogued measurement, the worker's own telemetry) and Grafana (reachable, ``influxdb``
+datasource).
+
+A mixin of :class:`consumer.doctor_checks.Doctor`, which holds the settings these read.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
+from consumer.doctor_probes import DoctorConfig, InfluxProbe, ProbeError, http_request, make_probe
+from consumer.doctor_results import CheckResult, Status, fail, ok, skip
+
+GRAFANA_DATASOURCE_UID: Final = "influxdb"
+
+
+class DownstreamChecks:
+    """InfluxDB and Grafana checks, run with the settings of the :class:`~consumer.doctor_checks.Doctor`."""
+
+    config: DoctorConfig
+    points_since_s: float
+    grafana_url: str | None
+    grafana_token: str | None
+    timeout_s: float
+
+    # -- InfluxDB ------------------------------------------------------------------------------
+    def _create_fix(self) -> str:
+        cfg = self.config
+        if cfg.influx_api == "v1":
+            db = cfg.influx_db or cfg.influx_bucket
+            auth = f" -u {cfg.influx_user}:****" if cfg.influx_user else ""
+            return (
+                f"create it: curl -XPOST{auth} '{cfg.influx_url.rstrip('/')}/query' "
+                f"--data-urlencode 'q=CREATE DATABASE \"{db}\"' (or set TELEMETRY_INFLUX_DB)"
+            )
+        return (
+            f"create it: influx bucket create --name {cfg.influx_bucket} --org {cfg.influx_org} "
+            "(or set TELEMETRY_INFLUX_BUCKET / TELEMETRY_INFLUX_ORG)"
+        )
+
+    def influx_checks(self, probe: InfluxProbe | None = None) -> list[CheckResult]:
+        """Reachable, credentials, database/bucket, recent points per measurement, self-telemetry."""
+        cfg = self.config
+        container = "database" if cfg.influx_api == "v1" else "bucket"
+        name = cfg.influx_db or cfg.influx_bucket if cfg.influx_api == "v1" else cfg.influx_bucket
+        rest = [
+            ("influx_auth", "InfluxDB credentials"),
+            ("influx_container", f"{container} {name!r} exists"),
+            ("points", "recent points per measurement"),
+            ("self_telemetry", "worker self-telemetry"),
+        ]
+        try:
+            probe = probe or make_probe(cfg, self.timeout_s)
+            probe.ping()
+        except ProbeError as exc:
+            return [
+                fail(
+                    "influx",
+                    "InfluxDB reachable",
+                    str(exc),
+                    f"start InfluxDB (docker compose up -d influxdb) or set TELEMETRY_INFLUX_URL "
+                    f"(now {cfg.influx_url}, API {cfg.influx_api}: TELEMETRY_INFLUX_API)",
+                ),
+                *(skip(n, t, "InfluxDB unreachable") for n, t in rest),
+            ]
+        results = [ok("influx", "InfluxDB reachable", f"{cfg.influx_url} (API {cfg.influx_api})")]
+        try:
+            probe.check_auth()
+        except ProbeError as exc:
+            fix = (
+                "set TELEMETRY_INFLUX_USER and TELEMETRY_INFLUX_PASSWORD (or _PASSWORD_FILE) to a user with "
+                f"read and write on {name!r}"
+                if cfg.influx_api == "v1"
+                else "set TELEMETRY_INFLUX_TOKEN (or _TOKEN_FILE) to a token with read/write on bucket "
+                f"{name!r} "
+                f"in org {cfg.influx_org!r}: influx auth create --org {cfg.influx_org} --read-buckets "
+                "--write-buckets"
+            )
+            return [
+                *results,
+                fail("influx_auth", "InfluxDB credentials", str(exc), fix),
+                *(skip(n, t, "credentials refused") for n, t in rest[1:]),
+            ]
+        results.append(ok("influx_auth", "InfluxDB credentials", "accepted"))
+        try:
+            exists = probe.container_exists()
+        except ProbeError as exc:
+            exists = False
+            results.append(fail("influx_container", rest[1][1], str(exc), self._create_fix()))
+        else:
+            if exists:
+                results.append(ok("influx_container", rest[1][1], "found"))
+            else:
+                results.append(
+                    fail("influx_container", rest[1][1], f"no {container} {name!r}", self._create_fix())
+                )
+        if not exists:
+            return [*results, *(skip(n, t, f"no {container}") for n, t in rest[2:])]
+        return [*results, *self._point_checks(probe)]
+
+    def _point_checks(self, probe: InfluxProbe) -> list[CheckResult]:
+        since = f"{self.points_since_s / 60:.0f}m"
+        names = sorted(CATALOGUE)
+        try:
+            counts = probe.point_counts([*names, PIPELINE_MEASUREMENT], self.points_since_s)
+        except ProbeError as exc:
+            return [
+                fail("points", "recent points per measurement", str(exc), "see the InfluxDB log"),
+                skip("self_telemetry", "worker self-telemetry", "query failed"),
+            ]
+        silent = [n for n in names if not counts.get(n)]
+        receiving = {n: counts[n] for n in names if counts.get(n)}
+        details = {"points": receiving, "silent": silent}
+        if not receiving:
+            result = fail(
+                "points",
+                "recent points per measurement",
+                f"no points in the last {since} for any catalogued measurement",
+                "data is not reaching InfluxDB: fix the first ✗ above; if all pass, check the "
+                "worker's log and dead letters (`telemetry dlq list`)",
+                **details,
+            )
+        elif silent:
+            result = CheckResult(
+                "points",
+                "recent points per measurement",
+                Status.WARN,
+                f"{len(receiving)} receiving, silent in the last {since}: {', '.join(silent)}",
+                "a silent measurement's component is not emitting: is it enabled in the bot, "
+                "and does it call tel.bind(...).emit? (`telemetry tail --measurement NAME`)",
+                details,
+            )
+        else:
+            result = ok("points", "recent points per measurement", f"all {len(names)} receiving", **details)
+        if counts.get(PIPELINE_MEASUREMENT):
+            pipeline = ok(
+                "self_telemetry",
+                "worker self-telemetry",
+                f"{counts[PIPELINE_MEASUREMENT]} {PIPELINE_MEASUREMENT} points in the last {since}",
+            )
+        else:
+            pipeline = CheckResult(
+                "self_telemetry",
+                "worker self-telemetry",
+                Status.WARN,
+                f"no {PIPELINE_MEASUREMENT} points in the last {since}",
+                "the worker writes them while it runs: start it (`telemetry consume`)",
+            )
+        return [result, pipeline]
+
+    # -- Grafana -------------------------------------------------------------------------------
+    def grafana_checks(self) -> list[CheckResult]:
+        """Grafana reachable and a datasource of uid ``influxdb`` (only when GRAFANA_URL is set)."""
+        if not self.grafana_url:
+            return []
+        headers = {"Authorization": f"Bearer {self.grafana_token}"} if self.grafana_token else {}
+        try:
+            status, body = http_request(f"{self.grafana_url}/api/health", timeout_s=self.timeout_s)
+        except ProbeError as exc:
+            return [
+                fail(
+                    "grafana",
+                    "Grafana reachable",
+                    str(exc),
+                    "start Grafana (docker compose up -d grafana) or fix GRAFANA_URL",
+                ),
+                skip(
+                    "grafana_datasource", f"datasource uid {GRAFANA_DATASOURCE_UID!r}", "Grafana unreachable"
+                ),
+            ]
+        if status != 200:
+            return [
+                fail("grafana", "Grafana reachable", f"/api/health answered {status}", "see Grafana's log"),
+                skip(
+                    "grafana_datasource", f"datasource uid {GRAFANA_DATASOURCE_UID!r}", "Grafana unhealthy"
+                ),
+            ]
+        results = [ok("grafana", "Grafana reachable", self.grafana_url)]
+        title = f"datasource uid {GRAFANA_DATASOURCE_UID!r}"
+        status, body = http_request(
+            f"{self.grafana_url}/api/datasources/uid/{GRAFANA_DATASOURCE_UID}",
+            headers=headers,
+            timeout_s=self.timeout_s,
+        )
+        if status in (401, 403):
+            results.append(
+                fail(
+                    "grafana_datasource",
+                    title,
+                    f"Grafana refused the token ({status})",
+                    "set GRAFANA_TOKEN to a service-account token with the Viewer role or above",
+                )
+            )
+        elif status == 404:
+            results.append(
+                fail(
+                    "grafana_datasource",
+                    title,
+                    "no datasource with that uid: every panel is blank",
+                    "provision it: copy deploy/grafana/provisioning/datasources into Grafana's "
+                    "provisioning directory (uid: influxdb) and restart Grafana, or "
+                    "`telemetry dashboards push`",
+                )
+            )
+        elif status != 200:
+            results.append(
+                fail("grafana_datasource", title, f"answered {status}: {body[:200]!r}", "see Grafana's log")
+            )
+        else:
+            source = json.loads(body)
+            results.append(
+                ok(
+                    "grafana_datasource",
+                    title,
+                    f"{source.get('name')} ({source.get('type')}) -> {source.get('url')}",
+                )
+            )
+        return results
