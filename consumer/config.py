@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from producers.config import DEFAULT_REDIS_URL, DEFAULT_STREAM_MAXLEN
 from producers.durations import (
     ConfigError,
     env_secret,
@@ -38,11 +39,9 @@ from producers.keys import DEFAULT_PREFIX, DEFAULT_SHARDS
 
 ENV_PREFIX: Final = "TELEMETRY_"
 
-DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 DEFAULT_STREAM_PREFIX: Final = DEFAULT_PREFIX
 DEFAULT_SHARD_COUNT: Final = DEFAULT_SHARDS
 DEFAULT_GROUP: Final = "aggregator"
-DEFAULT_STREAM_MAXLEN: Final = 10_000_000
 DEFAULT_WINDOW_S: Final = 10.0
 DEFAULT_GRACE_S: Final = 2.0
 DEFAULT_ALLOWED_LATENESS_S: Final = 300.0
