@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
 from producers.keys import lease_key, stream_key
 from tests.cli_harness import make_app
+from tests.fake_http import JsonHandler, serving
 from tests.services import InfluxServer, RedisServer
 
 PREFIX = "t"
@@ -208,48 +207,33 @@ def test_doctor_wrong_credentials(redis_server: RedisServer, auth_influx: Influx
     assert checks["influx_container"]["status"] == "ok"
 
 
-class _Grafana(http.server.BaseHTTPRequestHandler):
+class _Grafana(JsonHandler):
     """Answers the two Grafana endpoints doctor reads; ``datasources`` holds the provisioned uids."""
 
     datasources: ClassVar[set[str]] = set()
 
     def do_GET(self) -> None:
         if self.path == "/api/health":
-            self._reply(200, {"database": "ok", "version": "11.3.0"})
+            self.reply_json(200, {"database": "ok", "version": "11.3.0"})
         elif self.path.startswith("/api/datasources/uid/"):
             uid = self.path.rsplit("/", 1)[1]
             if self.headers.get("Authorization") != "Bearer tok":
-                self._reply(401, {"message": "Unauthorized"})
+                self.reply_json(401, {"message": "Unauthorized"})
             elif uid in self.datasources:
-                self._reply(
+                self.reply_json(
                     200, {"uid": uid, "name": "InfluxDB", "type": "influxdb", "url": "http://influxdb:8086"}
                 )
             else:
-                self._reply(404, {"message": "Data source not found"})
+                self.reply_json(404, {"message": "Data source not found"})
         else:
-            self._reply(404, {})
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            self.reply_json(404, {})
 
 
 def test_doctor_grafana_datasource(redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
     server, db = influx
     _healthy_redis(redis_server)
     _write_points(server, db, [*CATALOGUE, PIPELINE_MEASUREMENT])
-    grafana = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Grafana)
-    thread = threading.Thread(target=grafana.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{grafana.server_address[1]}"
-    try:
+    with serving(_Grafana) as url:
         _Grafana.datasources = set()
         code, checks = _doctor(
             redis_server.url, server.url, db, env={"GRAFANA_URL": url, "GRAFANA_TOKEN": "tok"}
@@ -269,9 +253,6 @@ def test_doctor_grafana_datasource(redis_server: RedisServer, influx: tuple[Infl
             redis_server.url, server.url, db, env={"GRAFANA_URL": url, "GRAFANA_TOKEN": "bad"}
         )
         assert code == 1 and "GRAFANA_TOKEN" in checks["grafana_datasource"]["fix"]
-    finally:
-        grafana.shutdown()
-        grafana.server_close()
     code, checks = _doctor(redis_server.url, server.url, db, env={"GRAFANA_URL": url})
     assert code == 1 and checks["grafana"]["status"] == "fail"
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from consumer.cli.app import app
+from tests.fake_http import JsonHandler, serving
 
 COMMITTED = Path(__file__).resolve().parents[1] / "grafana_dashboards"
 TOKEN = "glsa_test_token"
@@ -50,35 +49,19 @@ class FakeGrafana:
 def grafana() -> Iterator[FakeGrafana]:
     fake = FakeGrafana()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else {}
+            body = self.read_json()
+            body = {} if body is None else body
             fake.requests.append({"method": self.command, "path": self.path, "body": body,
                                   "headers": {k.lower(): v for k, v in self.headers.items()}})
-            status, answer = fake.reply(self.command, self.path, body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply_json(*fake.reply(self.command, self.path, body))
 
         do_GET = do_POST = _handle
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _push(grafana: FakeGrafana, *extra: str) -> Any:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -22,6 +19,7 @@ from consumer.influx_admin import (
     downsample_select,
     downsampled_measurements,
 )
+from tests.fake_http import JsonHandler, serving
 from tests.services import InfluxServer
 
 HOUR_S = 3600
@@ -160,32 +158,16 @@ class FakeInfluxV2:
 def fake_v2() -> Iterator[tuple[FakeInfluxV2, str]]:
     fake = FakeInfluxV2()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def _handle(self) -> None:
             parts = urllib.parse.urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
             query = dict(urllib.parse.parse_qsl(parts.query))
-            status, answer = fake.handle(self.command, parts.path, query, body)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.reply_json(*fake.handle(self.command, parts.path, query, self.read_json()))
 
         do_GET = do_POST = do_PATCH = _handle
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield fake, url
 
 
 def test_v2_setup_creates_buckets_with_retention_and_a_downsampling_task(
