@@ -10,15 +10,13 @@ from consumer.dedupe import Dedupe
 from consumer.errors import Fenced
 from consumer.lease import LeaseManager
 from consumer.model import DeadLetter
-from consumer.source import StreamSource
 from tests.services import RedisServer
+from tests.stream_setup import delivered_entries
 
 
 def test_checkpoint_stores_state_and_acks_atomically(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    StreamSource(client, prefix="t", group="g", consumer="w1").ensure_group(0)
-    ids = [client.xadd("t:{0}", {"k": str(i)}).decode() for i in range(3)]
-    client.xreadgroup("g", "w1", {"t:{0}": ">"})
+    ids = delivered_entries(client, 3)
     lease = LeaseManager(client, prefix="t", worker_id="w1", lease_s=5).acquire(0)
     assert lease is not None
     store = CheckpointStore(client, prefix="t", group="g")
@@ -33,9 +31,7 @@ def test_checkpoint_stores_state_and_acks_atomically(redis_server: RedisServer) 
 
 def test_checkpoint_without_the_lease_writes_nothing(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    StreamSource(client, prefix="t", group="g", consumer="w1").ensure_group(0)
-    entry = client.xadd("t:{0}", {"k": "v"}).decode()
-    client.xreadgroup("g", "w1", {"t:{0}": ">"})
+    [entry] = delivered_entries(client)
     store = CheckpointStore(client, prefix="t", group="g")
     with pytest.raises(Fenced):
         store.save(0, lease_value="w1:1", last_id=entry, windows=b"x", dedupe=b"", ack_ids=[entry])

@@ -7,8 +7,8 @@ import pytest
 from consumer.checkpoint import CheckpointStore
 from consumer.errors import Fenced
 from consumer.lease import LeaseManager, assign, rendezvous_owner
-from consumer.source import StreamSource
 from tests.services import RedisServer
+from tests.stream_setup import delivered_entries
 
 
 class FakeClock:
@@ -35,9 +35,7 @@ def test_one_owner_per_shard_and_tokens_increase(redis_server: RedisServer) -> N
 
 def test_expired_lease_is_taken_over_and_the_stale_owner_is_fenced(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    StreamSource(client, prefix="t", group="g", consumer="w1").ensure_group(0)
-    entry = client.xadd("t:{0}", {"k": "v"}).decode()
-    client.xreadgroup("g", "w1", {"t:{0}": ">"})
+    [entry] = delivered_entries(client)
     store = CheckpointStore(client, prefix="t", group="g")
     stale = LeaseManager(client, prefix="t", worker_id="w1", lease_s=0.2)
     stale_value = stale.acquire(0)
