@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -24,15 +24,23 @@ def _require(binary: str, package: str) -> None:
         pytest.fail(f"{binary} is not installed: run `make services` (apt-get install {package})")
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server with append-only persistence, stopped after the test."""
-    _require("redis-server", "redis-server")
-    server = RedisServer(tmp_path / "redis").start()
+_Server = TypeVar("_Server", RedisServer, InfluxServer)
+
+
+def _running(server: _Server, binary: str, package: str) -> Iterator[_Server]:
+    """Start ``server`` for one fixture and kill it by PID afterwards, however the test ended."""
+    _require(binary, package)
+    server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with append-only persistence, stopped after the test."""
+    yield from _running(RedisServer(tmp_path / "redis"), "redis-server", "redis-server")
 
 
 @pytest.fixture
@@ -73,12 +81,7 @@ def redis_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="session")
 def influx_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxServer]:
     """One private influxd for the whole run (tests use their own databases)."""
-    _require("influxd", "influxdb")
-    server = InfluxServer(tmp_path_factory.mktemp("influxd")).start()
-    try:
-        yield server
-    finally:
-        server.kill()
+    yield from _running(InfluxServer(tmp_path_factory.mktemp("influxd")), "influxd", "influxdb")
 
 
 _db_counter = iter(range(1_000_000))
@@ -99,12 +102,7 @@ def influx(influx_session: InfluxServer) -> Iterator[tuple[InfluxServer, str]]:
 @pytest.fixture
 def influx_server(tmp_path: Path) -> Iterator[InfluxServer]:
     """A private influxd for fault tests that stop, kill or restart it."""
-    _require("influxd", "influxdb")
-    server = InfluxServer(tmp_path / "influxd").start()
-    try:
-        yield server
-    finally:
-        server.kill()
+    yield from _running(InfluxServer(tmp_path / "influxd"), "influxd", "influxdb")
 
 
 @pytest.fixture
