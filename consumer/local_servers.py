@@ -9,6 +9,7 @@ nothing itself and never touches a server by name: callers own the processes the
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import subprocess
 import time
@@ -96,6 +97,19 @@ def wait_until(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[
             raise RuntimeError(f"{what} exited at start (code {proc.returncode})")
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not start within {timeout_s:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Stop a child we started: SIGTERM (after SIGCONT, in case it is paused), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def redis_server_argv(binary: str, port: int, directory: Path, *, appendonly: bool,

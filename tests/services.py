@@ -24,6 +24,7 @@ from consumer.local_servers import (
     influx_answers,
     redis_answers,
     redis_server_argv,
+    stop_process,
     wait_until,
     write_influx_config,
 )
@@ -61,14 +62,8 @@ class _Process:
 
     def terminate(self) -> None:
         """SIGTERM and wait (a clean shutdown)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def pause(self) -> None:
         """SIGSTOP: the process exists, holds its sockets, and answers nothing."""

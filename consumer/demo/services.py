@@ -15,7 +15,6 @@ and its temporary directory removed. Nothing here touches a server it did not st
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from consumer.local_servers import (
     influx_answers,
     redis_answers,
     redis_server_argv,
+    stop_process,
     wait_until,
     write_influx_config,
 )
@@ -85,13 +85,8 @@ class Service:
 
     def stop(self) -> None:
         """Stop what the demo started (by PID), never an external service."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
