@@ -15,7 +15,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis
 
@@ -41,9 +41,25 @@ def _wait_started(server: _Process, ready: Any, what: str, log: Path, timeout_s:
 
 
 class _Process:
-    """A child server process with kill/pause/resume by PID."""
+    """A child server process in its own directory and port, with kill/pause/resume by PID."""
 
     proc: subprocess.Popen[bytes] | None = None
+
+    def __init__(self, directory: Path, port: int | None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def restart(self) -> Self:
+        """Kill and start again on the same port and directory (Redis reloads its append-only file)."""
+        self.kill()
+        return self.start()
+
+    def stop(self) -> None:
+        self.terminate()
 
     @property
     def pid(self) -> int:
@@ -89,9 +105,7 @@ class RedisServer(_Process):
 
     def __init__(self, directory: Path, *, appendonly: bool = True, port: int | None = None,
                  extra_args: tuple[str, ...] = ()) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        super().__init__(directory, port)
         self.appendonly = appendonly
         self.extra_args = extra_args
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -106,20 +120,12 @@ class RedisServer(_Process):
     def ping(self) -> bool:
         return redis_answers(self.url, 0.5)
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         args = redis_server_argv(self.binary, self.port, self.directory, appendonly=self.appendonly,
                                  extra_args=self.extra_args)
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_started(self, self.ping, "redis-server", self.directory / "redis.log", timeout_s=30)
         return self
-
-    def restart(self) -> RedisServer:
-        """Kill and start again on the same port and directory (data reloaded from the AOF)."""
-        self.kill()
-        return self.start()
-
-    def stop(self) -> None:
-        self.terminate()
 
 
 class InfluxServer(_Process):
@@ -133,9 +139,7 @@ class InfluxServer(_Process):
     """
 
     def __init__(self, directory: Path, *, port: int | None = None, auth: bool = False) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        super().__init__(directory, port)
         self.rpc_port = free_port()
         self.auth = auth
         self.binary = shutil.which("influxd") or "/usr/bin/influxd"
@@ -148,7 +152,7 @@ class InfluxServer(_Process):
     def ping(self) -> bool:
         return influx_answers(self.url, 0.5)
 
-    def start(self) -> InfluxServer:
+    def start(self) -> Self:
         write_influx_config(self.directory, self.port, self.rpc_port, auth=self.auth)
         log = open(self.directory / "influxd.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen([self.binary, "-config", str(self.config_path)],
@@ -156,13 +160,6 @@ class InfluxServer(_Process):
         log.close()
         _wait_started(self, self.ping, "influxd", self.directory / "influxd.log", timeout_s=60)
         return self
-
-    def restart(self) -> InfluxServer:
-        self.kill()
-        return self.start()
-
-    def stop(self) -> None:
-        self.terminate()
 
     def _request(self, path: str, params: dict[str, str], data: bytes | None = None,
                  auth: tuple[str, str] | None = None) -> dict[str, Any]:
