@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated
 
 import typer
 
+from consumer.cli.operator_options import EXIT_CHECK_FAILED, EXIT_USAGE, fail, load_config
 from consumer.dashboards.build import DEFAULT_OUT, build
 from consumer.dashboards.grafana import (
     DEFAULT_BUCKET,
@@ -19,10 +20,6 @@ from consumer.dashboards.grafana import (
 )
 from consumer.dashboards.push import GrafanaClient, PushError, dashboard_files
 from consumer.dashboards.validate import InfluxQLTarget, validate
-from producers.durations import ConfigError
-
-EXIT_CHECK_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 
 OutDir = Annotated[Path, typer.Option("--out", help="directory of the generated files")]
 
@@ -48,13 +45,7 @@ def build_command(
 
 
 def _influx_target() -> InfluxQLTarget | None:
-    from consumer.config import WorkerConfig  # the worker's settings: TELEMETRY_INFLUX_*
-
-    try:
-        config = WorkerConfig.from_env()
-    except ConfigError as exc:
-        typer.echo(f"telemetry: configuration error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
+    config = load_config()  # the worker's settings: TELEMETRY_INFLUX_*
     token = config.influx_token if config.influx_api == "v2" else None
     return InfluxQLTarget(config.influx_url, config.database, config.influx_user, config.influx_password,
                           token)
@@ -95,15 +86,12 @@ def push_command(
 ) -> None:
     """Upload the generated dashboards (POST /api/dashboards/db, overwrite) into the folder."""
     if flavour not in FLAVOURS:
-        typer.echo(f"telemetry: --flavour must be one of: {', '.join(FLAVOURS)}", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        fail(f"--flavour must be one of: {', '.join(FLAVOURS)}", EXIT_USAGE)
     if not grafana_token:
-        typer.echo("telemetry: GRAFANA_TOKEN is not set (a service-account token with Editor role)", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        fail("GRAFANA_TOKEN is not set (a service-account token with Editor role)", EXIT_USAGE)
     files = dashboard_files(out, "influxql" if flavour == "influxql" else "flux")
     if not files:
-        typer.echo(f"telemetry: no dashboards in {out}: run `telemetry dashboards build`", err=True)
-        raise typer.Exit(EXIT_USAGE)
+        fail(f"no dashboards in {out}: run `telemetry dashboards build`", EXIT_USAGE)
     client = GrafanaClient(grafana_url, grafana_token)
     try:
         if create_folder:
@@ -112,8 +100,7 @@ def push_command(
             result = client.push(json.loads(path.read_text(encoding="utf-8")), folder_uid=folder_uid)
             typer.echo(f"✓ {path.name} -> {result.url or result.uid} (version {result.version})")
     except PushError as exc:
-        typer.echo(f"telemetry: {exc}", err=True)
-        raise typer.Exit(EXIT_CHECK_FAILED) from exc
+        fail(str(exc), EXIT_CHECK_FAILED)
 
 
 def register(app: typer.Typer) -> None:

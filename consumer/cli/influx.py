@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated
 
 import typer
 
-from consumer.cli.operator_options import env_option
+from consumer.cli.operator_options import EXIT_CHECK_FAILED, EXIT_USAGE, env_option, fail
 from consumer.influx_admin import (
     DEFAULT_DOWNSAMPLE_EVERY,
     DEFAULT_DOWNSAMPLE_RETENTION,
@@ -20,9 +20,6 @@ from consumer.influx_admin import (
     setup_v2,
 )
 from producers.durations import ConfigError
-
-EXIT_CHECK_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 
 influx_app = typer.Typer(help="Prepare InfluxDB for the pipeline.", no_args_is_help=True)
 
@@ -57,8 +54,7 @@ def setup_command(
                          raw_rp=config.influx_rp or DEFAULT_RAW_RP, retention=retention,
                          downsample_retention=downsample_retention, downsample_every=downsample_every)
     except ConfigError as exc:
-        typer.echo(f"telemetry: configuration error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from exc
+        fail(f"configuration error: {exc}", EXIT_USAGE)
     try:
         if config.influx_api == "v1":
             admin = InfluxQLAdmin(config.influx_url, user=config.influx_user, password=config.influx_password)
@@ -66,8 +62,7 @@ def setup_command(
         else:
             done = setup_v2(config.influx_url, config.influx_token, config.influx_org, plan)
     except InfluxAdminError as exc:
-        typer.echo(f"telemetry: {exc}", err=True)
-        raise typer.Exit(EXIT_CHECK_FAILED) from exc
+        fail(str(exc), EXIT_CHECK_FAILED)
     typer.echo(describe(done))
 
 
