@@ -26,5 +26,15 @@ def make_app(*module_names: str) -> typer.Typer:
     return app
 
 
+def child_argv(module_name: str, *args: str) -> list[str]:
+    """The command line running ``module_name``'s commands with ``args`` in a child process."""
+    return [sys.executable, "-m", "tests.cli_harness", module_name, *args]
+
+
+def stream_flags(redis_url: str, prefix: str, shards: int | str) -> list[str]:
+    """The connection flags every operator command takes: Redis URL, stream prefix, shard count."""
+    return ["--redis-url", redis_url, "--stream-prefix", prefix, "--shards", str(shards)]
+
+
 if __name__ == "__main__":
     make_app(sys.argv[1])(sys.argv[2:], prog_name="telemetry")

@@ -14,7 +14,7 @@ from consumer.config import WorkerConfig
 from consumer.worker import Worker
 from producers.keys import dlq_key, shard_of_series, stream_key
 from producers.wire import decode_entry
-from tests.cli_harness import make_app
+from tests.cli_harness import make_app, stream_flags
 from tests.services import InfluxServer, RedisServer
 
 PREFIX = "t"
@@ -35,7 +35,7 @@ EVENTS = [
 def _run(server: RedisServer, *args: str) -> Any:
     return CliRunner().invoke(
         make_app("consumer.cli.dlq"),
-        ["dlq", *args, "--redis-url", server.url, "--stream-prefix", PREFIX, "--shards", str(SHARDS)],
+        ["dlq", *args, *stream_flags(server.url, PREFIX, SHARDS)],
     )
 
 

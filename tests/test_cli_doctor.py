@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
 from producers.keys import lease_key, stream_key
-from tests.cli_harness import make_app
+from tests.cli_harness import make_app, stream_flags
 from tests.fake_http import JsonHandler, serving
 from tests.services import InfluxServer, RedisServer
 
@@ -27,12 +27,7 @@ def _doctor(redis_url: str, influx_url: str, db: str, *args: str, env: dict[str,
         [
             "doctor",
             "--json",
-            "--redis-url",
-            redis_url,
-            "--stream-prefix",
-            PREFIX,
-            "--shards",
-            str(SHARDS),
+            *stream_flags(redis_url, PREFIX, SHARDS),
             "--influx-url",
             influx_url,
             "--influx-api",
@@ -265,12 +260,7 @@ def test_doctor_human_output_has_marks_and_fixes(
         make_app("consumer.cli.doctor"),
         [
             "doctor",
-            "--redis-url",
-            redis_server.url,
-            "--stream-prefix",
-            PREFIX,
-            "--shards",
-            str(SHARDS),
+            *stream_flags(redis_server.url, PREFIX, SHARDS),
             "--influx-url",
             server.url,
             "--influx-api",

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from producers.keys import dlq_key, stream_key
 from producers.wire import encode_entry, encode_events
-from tests.cli_harness import make_app
+from tests.cli_harness import make_app, stream_flags
 from tests.services import RedisServer
 
 PREFIX = "t"
@@ -26,7 +26,7 @@ def _entry(i: int) -> dict[bytes, bytes]:
 def _run(server: RedisServer, *args: str) -> Any:
     result = CliRunner().invoke(
         make_app("consumer.cli.inspect"),
-        ["inspect", "--redis-url", server.url, "--stream-prefix", PREFIX, "--shards", "2", *args],
+        ["inspect", *stream_flags(server.url, PREFIX, 2), *args],
     )
     return result
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from producers.keys import stream_key
 from producers.wire import encode_entry, encode_events
+from tests.cli_harness import child_argv, stream_flags
 from tests.services import RedisServer
 
 PREFIX = "t"
@@ -22,18 +22,10 @@ def _send(client: object, shard: int, seq: int, events: list[tuple]) -> None:  #
 def _start_tail(server: RedisServer, *args: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "tests.cli_harness",
-            "consumer.cli.tail",
+            *child_argv("consumer.cli.tail"),
             "tail",
             "--json",
-            "--redis-url",
-            server.url,
-            "--stream-prefix",
-            PREFIX,
-            "--shards",
-            "2",
+            *stream_flags(server.url, PREFIX, 2),
             *args,
         ],
         cwd=ROOT,
@@ -135,10 +127,7 @@ def test_tail_reports_undecodable_entry(redis_server: RedisServer) -> None:
 def test_tail_bad_tag_is_usage_error(redis_server: RedisServer) -> None:
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "tests.cli_harness",
-            "consumer.cli.tail",
+            *child_argv("consumer.cli.tail"),
             "tail",
             "--tag",
             "novalue",

@@ -7,7 +7,6 @@ import pty
 import re
 import select
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from producers.keys import dlq_key, stream_key
 from producers.wire import encode_entry, encode_events
-from tests.cli_harness import make_app
+from tests.cli_harness import child_argv, make_app, stream_flags
 from tests.services import RedisServer
 
 PREFIX = "t"
@@ -48,19 +47,11 @@ def test_top_in_a_terminal_refreshes_and_quits_on_q(redis_server: RedisServer) -
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "tests.cli_harness",
-            "consumer.cli.top",
+            *child_argv("consumer.cli.top"),
             "top",
             "--interval",
             "300ms",
-            "--redis-url",
-            redis_server.url,
-            "--stream-prefix",
-            PREFIX,
-            "--shards",
-            "2",
+            *stream_flags(redis_server.url, PREFIX, 2),
         ],
         cwd=ROOT,
         stdin=slave,
@@ -123,12 +114,7 @@ def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer
                 "--once",
                 "--interval",
                 "1s",
-                "--redis-url",
-                redis_server.url,
-                "--stream-prefix",
-                PREFIX,
-                "--shards",
-                "1",
+                *stream_flags(redis_server.url, PREFIX, 1),
                 "--metrics-url",
                 f"http://127.0.0.1:{port}/metrics",
             ],
