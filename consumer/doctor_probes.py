@@ -178,9 +178,7 @@ class V2Probe:
         except ApiException as exc:
             kind = "auth" if exc.status in (401, 403) else "error"
             raise ProbeError(kind, f"InfluxDB answered {exc.status}: {exc.reason}") from exc
-        except OSError as exc:
-            raise ProbeError("unreachable", f"{self.url}: {exc}") from exc
-        except Exception as exc:  # urllib3 wraps connection errors in its own tree
+        except Exception as exc:  # OSError, or urllib3's own tree of connection errors
             raise ProbeError("unreachable", f"{self.url}: {exc}") from exc
 
     def ping(self) -> None:
