@@ -405,10 +405,10 @@ def _rounded(value: Any) -> Any:
 def _console_table(rows: list[Row]) -> list[str]:
     if not rows:
         return []
-    lines = ["", "StatsD again with its stock console backend loaded as well (every counter printed at each "
-             "flush, to a file): the daemon reads nothing while it flushes. Counters stay known between "
-             "flushes (StatsD's default `deleteCounters: false`), so once 15,000 names have been seen every flush "
-             "prints all of them; hence the 15-series steps run first.", "",
+    lines = ["", "StatsD again with its stock console backend loaded as well (every counter printed at "
+             "each flush, to a file): the daemon reads nothing while it flushes. Counters stay known "
+             "between flushes (StatsD's default `deleteCounters: false`), so once 15,000 names have been "
+             "seen every flush prints all of them; hence the 15-series steps run first.", "",
              "| offered/s | series | StatsD sent/s | StatsD delivered | StatsD read |",
              "|---:|---:|---:|---:|---:|"]
     for row in rows:
@@ -457,8 +457,8 @@ def _report(rows: list[Row], statsd_missing: str | None, console: list[Row]) -> 
     lines.append("")
     lines += _findings(rows)
     lines.append("- For reference, an earlier prototype on this machine measured StatsD losing 1% at "
-                 "50,000/s, 26% at 200,000/s and 1.6% already at 10,000/s with 15,000 series; the rows above are this "
-                 "run's, and runs vary with the machine's other load.")
+                 "50,000/s, 26% at 200,000/s and 1.6% already at 10,000/s with 15,000 series; the rows "
+                 "above are this run's, and runs vary with the machine's other load.")
     lines += _shortfalls(rows, "statsd", "StatsD") + _shortfalls(rows, "ours", "the pipeline")
     lines += ["", "Raw: `" + json.dumps(_rounded({"steps": rows, "console": console})) + "`"]
     return "\n".join(lines)
