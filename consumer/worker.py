@@ -15,9 +15,11 @@ window state containing its events; points already written are marked clean in t
 dirty ones are in it too. So a crash at any moment loses nothing and a restart re-derives
 exactly the state the dead worker had (see :mod:`consumer.checkpoint`).
 
-Ownership: shards are spread over live workers by rendezvous hashing and held with fenced
-leases (:mod:`consumer.lease`); maintenance every third of a lease renews them, gives up shards
-that moved to a new worker, and takes those that are free. Back-pressure: while InfluxDB is down
+Ownership (:mod:`consumer.ownership`): shards are spread over live workers by rendezvous hashing
+and held with fenced leases (:mod:`consumer.lease`); maintenance every third of a lease renews
+them, gives up shards that moved to a new worker, and takes those that are free; a long read
+renews them between events when due. Checkpoints and the stream upkeep after them are in
+:mod:`consumer.upkeep`. Back-pressure: while InfluxDB is down
 the windows stay in memory (and in checkpoints); a shard whose open series-windows reach the
 memory budget is not read until the sink catches up. ``drain`` mode processes everything in the
 streams, flushes every window and returns; a stop request (SIGTERM/SIGINT) stops reading,
@@ -45,7 +47,7 @@ import redis
 from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig, redact_url
 from consumer.deadletter import DeadLetterWriter
-from consumer.errors import Fenced, GroupMissing
+from consumer.errors import GroupMissing
 from consumer.lease import LeaseManager
 from consumer.line_protocol import encode_point
 from consumer.metrics import Metrics
@@ -55,6 +57,7 @@ from consumer.privacy import Pseudonymizer
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
 from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
+from consumer.upkeep import Checkpoints
 from consumer.validate import validate
 from consumer.window import Flush
 from producers.wire import WireError, decode_entry
@@ -62,7 +65,6 @@ from producers.wire import WireError, decode_entry
 logger = logging.getLogger(__name__)
 
 WAIT_STEP_S: Final = 0.25
-HEALTH_CHECK_EVERY_S: Final = 5.0
 
 
 class Worker:
@@ -70,7 +72,7 @@ class Worker:
 
     def __init__(self, config: WorkerConfig, *, client: redis.Redis[bytes] | None = None,
                  sink: Sink | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.config = config
+        self._config = config
         self.client = client if client is not None else make_client(
             config.redis_url, socket_connect_timeout=2.0, socket_timeout=config.block_ms / 1000 + 5.0)
         self.sink = sink if sink is not None else make_sink(config)  # type: ignore[arg-type]
@@ -88,7 +90,9 @@ class Worker:
         self.stats = SelfTelemetry(worker=self.worker_id, window_s=config.window_s,
                                    listener=self.metrics.listen)
         self.ownership = Ownership(config, self.leases, self.source, self.store, self.stats,
-                                   checkpoint=lambda state: self._checkpoint(state, trim=False))
+                                   checkpoint=lambda state: self.checkpoints.save(state, trim=False))
+        self.checkpoints = Checkpoints(config, self.source, self.store, self.letters, self.stats,
+                                       lose=self.ownership.lose)
         self.shards: dict[int, ShardState] = self.ownership.shards   # the same dict, read by tests and tools
         self._stop = threading.Event()
         self._logged: set[str] = set()
@@ -96,12 +100,13 @@ class Worker:
         self._sink_down_at_stop = False
 
     @property
-    def _next_maintenance(self) -> float:
-        return self.ownership.next_maintenance
+    def config(self) -> WorkerConfig:
+        return self._config
 
-    @_next_maintenance.setter
-    def _next_maintenance(self, value: float) -> None:
-        self.ownership.next_maintenance = value
+    @config.setter
+    def config(self, config: WorkerConfig) -> None:
+        """Replace the configuration everywhere it is read (ownership and checkpoints too)."""
+        self._config = self.ownership.config = self.checkpoints.config = config
 
     # -- lifecycle --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -155,7 +160,7 @@ class Worker:
         for state in list(self.shards.values()):
             try:
                 self._flush(state, state.windows.collect_due(self.clock(), idle=True))
-                self._checkpoint(state, trim=False)
+                self.checkpoints.save(state, trim=False)
                 if state.shard in self.shards:
                     self.leases.release(state.shard)
             except REDIS_ERRORS as exc:
@@ -182,8 +187,8 @@ class Worker:
                 self._flush(state, state.windows.collect_all())
             else:
                 self._flush(state, state.windows.collect_due(now, idle=not entries))
-            if state.shard in self.shards:
-                self._maybe_checkpoint(state)
+            if state.shard in self.shards and self._checkpoint_due(state):
+                self.checkpoints.save(state)
         self._report(now)
         if self.config.drain and not read_any and self._all_caught_up():
             self._finish_drain()
@@ -233,6 +238,10 @@ class Worker:
         state.paused = over
         return over
 
+    def _checkpoint_due(self, state: ShardState) -> bool:
+        due = time.monotonic() - state.checkpointed_at >= self.config.checkpoint_interval_s
+        return state.dirty and due
+
     def _all_caught_up(self) -> bool:
         wanted = self.ownership.wanted()
         busy = any(s.backlog_until or s.paused for s in self.shards.values())
@@ -242,7 +251,7 @@ class Worker:
         for state in list(self.shards.values()):
             self._flush(state, state.windows.collect_all())
             if state.shard in self.shards:
-                self._checkpoint(state)
+                self.checkpoints.save(state)
         self._report(self.clock(), force=True)
 
     # -- processing -------------------------------------------------------------------------
@@ -377,57 +386,6 @@ class Worker:
                 return False
             self.ownership.keep_if_due()
             self.metrics.beat()
-
-    # -- checkpoints ------------------------------------------------------------------------
-    def _maybe_checkpoint(self, state: ShardState) -> None:
-        due = time.monotonic() - state.checkpointed_at >= self.config.checkpoint_interval_s
-        if state.dirty and due:
-            self._checkpoint(state)
-
-    def _checkpoint(self, state: ShardState, *, trim: bool = True) -> None:
-        """Dead letters, then the fenced atomic checkpoint, then trimming and loss detection."""
-        shard = state.shard
-        self.letters.append(shard, state.letters)
-        state.letters = []
-        state.dedupe.expire()
-        try:
-            self.store.save(shard, lease_value=state.lease_value, last_id=state.last_id,
-                            windows=state.windows.snapshot(), dedupe=state.dedupe.snapshot(),
-                            ack_ids=state.to_ack)
-        except Fenced as exc:
-            logger.warning("shard %d: %s; another worker owns it now", shard, exc)
-            self.ownership.lose(state)
-            return
-        state.to_ack = []
-        state.dirty = False
-        state.had_checkpoint = True
-        state.checkpointed_at = time.monotonic()
-        if trim:
-            self._housekeeping(state)
-
-    def _housekeeping(self, state: ShardState) -> None:
-        shard = state.shard
-        self.source.trim_acknowledged(shard, self.store.key(shard))
-        margin_ms = int((self.config.allowed_lateness_s * 2 + self.config.window_s + 3600) * 1000)
-        self.letters.forget_before(shard, parse_id(state.last_id)[0] - margin_ms)
-        if time.monotonic() - state.checked_at < HEALTH_CHECK_EVERY_S:
-            return
-        state.checked_at = time.monotonic()
-        lost = self.source.lost_entries(shard, self.store.key(shard))
-        if lost > state.lost_reported:
-            self._log_once(f"loss-{shard}", logging.ERROR,
-                           "shard %d: %d entries were removed by the length cap (TELEMETRY_STREAM_MAXLEN) "
-                           "before they were processed: data lost; add workers or raise the cap",
-                           shard, lost)
-            self.stats.count(shard, "lost_entries", lost - state.lost_reported)
-        state.lost_reported = lost
-        group = self.source.group_info(shard)
-        if group is not None and group.lag is not None:
-            self.stats.gauge(shard, "lag_entries", group.lag)
-        gone = self.source.remove_idle_consumers(shard, min_idle_ms=int(self.config.lease_s * 10_000))
-        if gone:
-            logger.info("shard %d: removed idle consumers with nothing pending from the group: %s",
-                        shard, ", ".join(gone))
 
     # -- reporting --------------------------------------------------------------------------
     def _report(self, now: float, *, force: bool = False) -> None:

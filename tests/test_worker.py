@@ -203,7 +203,7 @@ def test_a_stale_owner_is_fenced_and_drops_the_shard(redis_server: RedisServer) 
     client.set(f"{PREFIX}:{{0}}:lease", "other:99")  # ...and another worker took the shard
     state = stale.shards[0]
     state.dirty = True
-    stale._checkpoint(state)
+    stale.checkpoints.save(state)
     assert stale.shards == {}
     assert client.exists(f"{PREFIX}:{{0}}:state") == 0
     assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 1
@@ -268,7 +268,7 @@ def test_redis_losing_its_data_is_reported_and_survived(redis_server: RedisServe
     producer.send([(1, "c", t0 + 2, {}, {"n": 10})])
     worker.poll_once()                               # notices, recreates the group
     worker.config = _config(redis_server, shards=1)
-    worker._next_maintenance = 0.0
+    worker.ownership.next_maintenance = 0.0
     assert worker.run() == 0
     assert sink.fields("c") == {"event_count": 2, "n": 11}
     assert worker.stats.totals["redis_resets"] >= 1

@@ -32,7 +32,7 @@ def _worker(server: RedisServer, name: str, sink: MemorySink, **overrides: Any) 
 def _poll(*workers: Worker, rounds: int = 3) -> None:
     for _ in range(rounds):
         for worker in workers:
-            worker._next_maintenance = 0.0
+            worker.ownership.next_maintenance = 0.0
             worker.poll_once()
 
 

@@ -1,0 +1,96 @@
+"""Checkpointing an owned shard, and the stream upkeep that follows a checkpoint.
+
+A checkpoint appends the shard's pending dead letters (idempotent on their source position),
+then stores window and dedupe state, the last applied entry id and the acknowledgements in one
+fenced Lua call (:mod:`consumer.checkpoint`): refused when our lease is gone, in which case the
+shard is dropped (``lose``) and the new owner's state stands. After it: the stream is trimmed
+below what the group still needs, dead-letter positions older than any re-read are forgotten,
+and every few seconds the shard is checked for entries the length cap removed unread (data
+lost: logged once, counted in ``lost_entries``), its lag, and idle consumers of dead workers.
+
+Usage::
+
+    checkpoints = Checkpoints(config, source, store, letters, stats, lose=ownership.lose)
+    checkpoints.save(state)               # trim=False at a handover or shutdown
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from consumer.checkpoint import CheckpointStore
+from consumer.config import WorkerConfig
+from consumer.deadletter import DeadLetterWriter
+from consumer.errors import Fenced
+from consumer.ownership import ShardState
+from consumer.selftelemetry import SelfTelemetry
+from consumer.source import StreamSource, parse_id
+
+logger = logging.getLogger(__name__)
+
+HEALTH_CHECK_EVERY_S: Final = 5.0
+
+
+class Checkpoints:
+    """Fenced checkpoints of owned shards and the upkeep after each."""
+
+    def __init__(self, config: WorkerConfig, source: StreamSource, store: CheckpointStore,
+                 letters: DeadLetterWriter, stats: SelfTelemetry, *,
+                 lose: Callable[[ShardState], None]) -> None:
+        self.config = config
+        self.source = source
+        self.store = store
+        self.letters = letters
+        self.stats = stats
+        self._lose = lose
+        self._loss_logged: set[int] = set()
+
+    def save(self, state: ShardState, *, trim: bool = True) -> None:
+        """Dead letters, then the fenced atomic checkpoint, then trimming and loss detection."""
+        shard = state.shard
+        self.letters.append(shard, state.letters)
+        state.letters = []
+        state.dedupe.expire()
+        try:
+            self.store.save(shard, lease_value=state.lease_value, last_id=state.last_id,
+                            windows=state.windows.snapshot(), dedupe=state.dedupe.snapshot(),
+                            ack_ids=state.to_ack)
+        except Fenced as exc:
+            logger.warning("shard %d: %s; another worker owns it now", shard, exc)
+            self._lose(state)
+            return
+        state.to_ack = []
+        state.dirty = False
+        state.had_checkpoint = True
+        state.checkpointed_at = time.monotonic()
+        if trim:
+            self.housekeeping(state)
+
+    def housekeeping(self, state: ShardState) -> None:
+        """Trim, forget old dead-letter positions; every few seconds: loss, lag, idle consumers."""
+        shard = state.shard
+        self.source.trim_acknowledged(shard, self.store.key(shard))
+        margin_ms = int((self.config.allowed_lateness_s * 2 + self.config.window_s + 3600) * 1000)
+        self.letters.forget_before(shard, parse_id(state.last_id)[0] - margin_ms)
+        if time.monotonic() - state.checked_at < HEALTH_CHECK_EVERY_S:
+            return
+        state.checked_at = time.monotonic()
+        lost = self.source.lost_entries(shard, self.store.key(shard))
+        if lost > state.lost_reported:
+            if shard not in self._loss_logged:
+                self._loss_logged.add(shard)
+                logger.error("shard %d: %d entries were removed by the length cap (TELEMETRY_STREAM_MAXLEN) "
+                             "before they were processed: data lost; add workers or raise the cap",
+                             shard, lost)
+            self.stats.count(shard, "lost_entries", lost - state.lost_reported)
+        state.lost_reported = lost
+        group = self.source.group_info(shard)
+        if group is not None and group.lag is not None:
+            self.stats.gauge(shard, "lag_entries", group.lag)
+        gone = self.source.remove_idle_consumers(shard, min_idle_ms=int(self.config.lease_s * 10_000))
+        if gone:
+            logger.info("shard %d: removed idle consumers with nothing pending from the group: %s",
+                        shard, ", ".join(gone))
