@@ -260,10 +260,12 @@ def test_sigterm_while_influx_hangs_checkpoints_and_a_restart_completes(
         assert proc.wait(timeout=60) == 0                # one bounded write attempt, then out
         stderr = proc.stderr.read() if proc.stderr else ""
         assert "lease on shard" not in stderr          # leases kept while the write hung
+        assert "InfluxDB unreachable at" in stderr      # the fault: the write really failed
     finally:
         influx_server.resume()
+    # Whether influxd applies the request that sat in its socket while it was stopped is up to it;
+    # the worker has nothing unacknowledged either way, and the restart below makes the result exact.
     assert all(client.xpending(f"{PREFIX}:{{{s}}}", "aggregator")["pending"] == 0 for s in range(3))
-    assert influx_server.query('SHOW MEASUREMENTS', db="hang") == []
     done = subprocess.run(_worker_cmd("--drain"), env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _assert_matches(_query(influx_server, "hang"), _expected(t0))
