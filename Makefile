@@ -23,6 +23,7 @@ demo: setup  ## run the whole pipeline on a simulated bot workload, no set-up ne
 
 test: setup services  ## the test suite, against real redis-server and influxd it starts itself
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: setup  ## unit tests only (no servers)

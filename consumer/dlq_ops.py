@@ -141,7 +141,12 @@ class DeadLetters:
     """List, replay and purge the dead letters of one pipeline."""
 
     def __init__(
-        self, client: redis.Redis, *, prefix: str, shards: int, stream_maxlen: int = DEFAULT_STREAM_MAXLEN
+        self,
+        client: redis.Redis[bytes],
+        *,
+        prefix: str,
+        shards: int,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
     ) -> None:
         self.client = client
         self.prefix = prefix

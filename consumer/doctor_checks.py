@@ -40,7 +40,7 @@ DEFAULT_POINTS_SINCE_S: Final = 3600.0
 CONSUMER_IDLE_LIMIT_MS: Final = 60_000
 
 
-def _lease_owners(client: redis.Redis, cfg: DoctorConfig) -> dict[int, str]:
+def _lease_owners(client: redis.Redis[bytes], cfg: DoctorConfig) -> dict[int, str]:
     """Shard -> worker currently holding its lease (``worker_id:token``), for shards with one."""
     owners: dict[int, str] = {}
     for shard in range(cfg.shards):

@@ -185,10 +185,13 @@ class V2Probe:
         http_request(f"{self.url}/ping", timeout_s=self.timeout_s)
 
     def check_auth(self) -> None:
-        self._call(lambda: self.client.buckets_api().find_buckets(limit=1))
+        self._call(lambda: self.client.buckets_api().find_buckets(limit=1))  # type: ignore[no-untyped-call]
 
     def container_exists(self) -> bool:
-        return self._call(lambda: self.client.buckets_api().find_bucket_by_name(self.bucket)) is not None
+        bucket = self._call(
+            lambda: self.client.buckets_api().find_bucket_by_name(self.bucket)  # type: ignore[no-untyped-call]
+        )
+        return bucket is not None
 
     def point_counts(self, measurements: Sequence[str], since_s: float) -> dict[str, int]:
         names = json.dumps(list(measurements))

@@ -142,7 +142,7 @@ def _normalise_xread(reply: Any) -> list[tuple[str, list[StreamEntry]]]:
 class StreamAdmin:
     """Read-only access to a pipeline's shard streams and dead letters."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str, shards: int, group: str) -> None:
+    def __init__(self, client: redis.Redis[bytes], *, prefix: str, shards: int, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.shards = shards
@@ -175,7 +175,7 @@ class StreamAdmin:
         first = info.get("first-entry")
         last = info.get("last-entry")
         memory = self.client.memory_usage(key)
-        groups = tuple(self._group_info(key, raw, now_ms) for raw in self.client.xinfo_groups(key))
+        groups = tuple(self._group_info(key, raw, now_ms) for raw in self.client.xinfo_groups(key))  # type: ignore[no-untyped-call]
         return ShardInfo(
             shard=shard, key=key, exists=True, length=int(info.get("length", 0)),
             first_id=_text(first[0]) if first else None, last_id=_text(last[0]) if last else None,
@@ -189,7 +189,7 @@ class StreamAdmin:
         last_delivered = _text(raw.get("last-delivered-id")) or "0-0"
         consumers = tuple(
             ConsumerInfo(_text(c.get("name")), int(c.get("pending", 0)), int(c.get("idle", 0)))
-            for c in self.client.xinfo_consumers(key, name)
+            for c in self.client.xinfo_consumers(key, name)  # type: ignore[no-untyped-call]
         )
         lag_entries = raw.get("lag")
         first_undelivered = self.client.xrange(key, min=_next_id(last_delivered), count=1)
@@ -198,7 +198,7 @@ class StreamAdmin:
         lag_s = 0.0
         if first_undelivered:
             lag_s = max(0.0, (now_ms - entry_ms(_text(first_undelivered[0][0]))) / 1000)
-        summary = self.client.xpending(key, name)
+        summary = self.client.xpending(key, name)  # type: ignore[no-untyped-call]
         oldest = _text(summary.get("min")) if summary.get("pending") else None
         return GroupInfo(
             name=name, consumers=consumers, pending=int(summary.get("pending", 0)),

@@ -63,7 +63,7 @@ def load_config(**flags: Any) -> WorkerConfig:
         fail(f"configuration error: {exc}", EXIT_USAGE)
 
 
-def connect_redis(config: WorkerConfig, *, timeout_s: float = 5.0) -> redis.Redis:
+def connect_redis(config: WorkerConfig, *, timeout_s: float = 5.0) -> redis.Redis[bytes]:
     """A client for ``config.redis_url`` (``redis+cluster://`` selects Redis Cluster)."""
     url = config.redis_url
     try:

@@ -50,7 +50,7 @@ def _error_reply_handler() -> type:
     """
     from fakeredis._clients._tcp_server import TCPFakeRequestHandler
 
-    class ErrorReplyHandler(TCPFakeRequestHandler):  # type: ignore[misc]
+    class ErrorReplyHandler(TCPFakeRequestHandler):
         def setup(self) -> None:
             super().setup()
             read_response = self.current_client.read_response
@@ -61,7 +61,7 @@ def _error_reply_handler() -> type:
                 except redis.ResponseError as exc:
                     return exc
 
-            self.current_client.read_response = read_or_error
+            self.current_client.read_response = read_or_error  # type: ignore[method-assign,assignment]
 
     return ErrorReplyHandler
 
