@@ -6,6 +6,7 @@ afterwards; fault tests use the same objects to kill, pause and restart them.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,12 @@ from tests.services import InfluxServer, RedisServer
 
 if TYPE_CHECKING:
     from tests.cluster import LocalCluster
+
+
+# Nothing a test forgets to point somewhere may reach a server that is not the suite's own: the
+# defaults (localhost:6379, localhost:8086) can be the machine's services. Port 1 answers nothing.
+os.environ["TELEMETRY_REDIS_URL"] = "redis://127.0.0.1:1/0"
+os.environ["TELEMETRY_INFLUX_URL"] = "http://127.0.0.1:1"
 
 
 def _require(binary: str, package: str) -> None:
