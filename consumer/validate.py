@@ -244,6 +244,51 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
         if isinstance(result, tuple):
             reason, detail = result        # dead-letter it
     """
+    if raw.__class__ is list and len(raw) == 5:
+        event = _validate_known_shape(raw, position)
+        if event is not None:
+            return event
+    return _validate_fully(raw, position)
+
+
+def _validate_known_shape(raw: list[Any], position: Position) -> Event | None:
+    """The event when its shape was found valid before and its tags and values pass, else ``None``.
+
+    A shape (kind, measurement, field names, value types) enters :data:`_good_shapes` only after
+    the full checks passed, so the kind, the names, the field count and the clash checks hold for
+    every event of that shape; what can still differ is checked here: the event time, the tags, and
+    the values that can be out of range (a float NaN or infinite, an int outside int64). Anything
+    else (a string value, an unseen tag) returns ``None`` and the full path decides, so both paths
+    give the same result.
+    """
+    kind, measurement, ts, tags, fields = raw
+    if (kind.__class__ is not int or measurement.__class__ is not str or fields.__class__ is not dict
+            or tags.__class__ is not dict):
+        return None
+    cls = ts.__class__
+    if (cls is not float and cls is not int) or not MIN_TS_S <= ts <= MAX_TS_S:
+        return None
+    if (kind, measurement, *fields, *map(type, fields.values())) not in _good_shapes:
+        return None
+    good_names, good_values = _good_names, _good_tag_values
+    for key, tag in tags.items():
+        if key not in good_names or tag.__class__ is not str or tag not in good_values:
+            return None
+    for value in fields.values():
+        cls = value.__class__
+        if cls is float:
+            if value - value != 0.0:  # NaN and infinities give NaN here
+                return None
+        elif cls is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                return None
+        elif cls is not bool:
+            return None
+    return make_event(kind, measurement, float(ts), tags, fields, position)
+
+
+def _validate_fully(raw: object, position: Position) -> Event | tuple[str, str]:
+    """Every check, in the order that decides which reason a bad event gets."""
     if (raw.__class__ is not list and not isinstance(raw, tuple)) or len(raw) != 5:
         return REASON_INVALID_EVENT, "an event is an array [kind, measurement, ts, tags, fields]"
     kind, measurement, ts, tags, fields = raw
