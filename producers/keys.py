@@ -69,9 +69,11 @@ def shard_of_series(measurement: str, tags: Mapping[str, str] | None, shards: in
     """
     if shards <= 1:
         return 0
-    crc = zlib.crc32(measurement.encode("utf-8", "surrogatepass"))
-    if tags:
-        for key in sorted(tags):
-            crc = zlib.crc32(b"\x00" + str(key).encode("utf-8", "surrogatepass"), crc)
-            crc = zlib.crc32(b"\x01" + str(tags[key]).encode("utf-8", "surrogatepass"), crc)
-    return crc % shards
+    if not tags:
+        return zlib.crc32(measurement.encode("utf-8", "surrogatepass")) % shards
+    # One string, one encode, one CRC: the same bytes as hashing each part in turn (UTF-8 encodes
+    # code point by code point, and CRC-32 chains), at a third of the cost for 3 tags.
+    parts = [measurement]
+    for key in sorted(tags):
+        parts.append(f"\x00{key!s}\x01{tags[key]!s}")
+    return zlib.crc32("".join(parts).encode("utf-8", "surrogatepass")) % shards

@@ -55,3 +55,15 @@ def test_shard_of_series_matches_the_canonical_encoding_on_random_series() -> No
         assert got == _reference(measurement, tags, shards)
         seen.add(got % 2)
     assert seen == {0, 1}  # the values actually vary, so the comparison above means something
+
+
+def test_shard_of_series_uses_str_of_non_string_tags() -> None:
+    import enum
+
+    class Risk(str, enum.Enum):  # noqa: UP042 - str() and format() differ here, StrEnum hides that
+        HIGH = "HIGH"
+
+    cases: list[dict[Any, Any]] = [{"risk": Risk.HIGH}, {Risk.HIGH: True, "n": 1.5, "k": 3}, {"u": None}]
+    for tags in cases:
+        for shards in (3, 8, 1_000_003):
+            assert shard_of_series("m", tags, shards) == _reference("m", tags, shards)
