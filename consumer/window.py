@@ -62,8 +62,10 @@ Usage::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from consumer.line_protocol import INT64_MAX, INT64_MIN
 from consumer.model import (
     REASON_FIELD_CLASH,
     REASON_FROM_FUTURE,
@@ -72,12 +74,16 @@ from consumer.model import (
     Event,
     FieldValue,
     Point,
+    Position,
 )
 from consumer.validate import (
     EVENT_COUNT_FIELD,
+    MAX_TS_S,
+    MIN_TS_S,
     SEMANTICS_NAMES,
     output_names,
     resolve_semantics,
+    validate,
 )
 from consumer.window_state import (
     SNAPSHOT_VERSION,
@@ -92,6 +98,7 @@ from consumer.window_state import (
     update_fields,
 )
 from producers.durations import ConfigError
+from producers.wire import KIND_EMIT, KINDS
 
 __all__ = ["DEFAULT_OVERFLOW_TAGS", "OVERFLOW_VALUE", "SNAPSHOT_VERSION", "Flush", "Rejection",
            "ShardWindows"]
@@ -99,6 +106,7 @@ __all__ = ["DEFAULT_OVERFLOW_TAGS", "OVERFLOW_VALUE", "SNAPSHOT_VERSION", "Flush
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
 _floor: Final = math.floor
+KIND_LIMIT: Final = len(KINDS)  # kinds are 0 .. KIND_LIMIT - 1
 
 Rejection = tuple[str, str]
 
@@ -200,8 +208,95 @@ class ShardWindows:
         window.dirty.add(series)
         if ts > watermark:
             self._watermark = ts
-        update_fields(series.fields, event, codes)
+        position = event.position
+        update_fields(series.fields, event.fields, ts, codes, position.entry_ms, position.entry_seq,
+                      position.index)
         return None
+
+    def record_batch(  # noqa: C901 - the worker's hot loop, one function on purpose (calls cost)
+            self, raws: Sequence[Any], entry_ms: int, entry_seq: int, now_s: float,
+            privacy: Callable[[Event], Event] | None = None) -> list[tuple[int, str, str]]:
+        """Validate and record one stream entry's wire events; ``(index, reason, detail)`` per rejection.
+
+        Result and state are exactly those of, for each event in turn, :func:`validate` with its
+        :class:`Position`, ``privacy`` (pseudonymisation) and :meth:`record`. This is that loop
+        with its common case fused: an event of a series its window already holds, whose field
+        names and value types its measurement has recorded before, is checked and folded in place
+        (no ``Event``, no ``Position``, no sorted key). Everything else goes one by one, which
+        decides. Pass the same ``privacy`` on every call (its series are looked up by raw tags).
+        """
+        rejected: list[tuple[int, str, str]] = []
+        measurements, windows, window_s = self._measurements, self._windows, self._window_s
+        ts_limit = min(now_s + self._max_future_s, MAX_TS_S)
+        lateness_s, shed_below = self._lateness_s, self._shed_below
+        current: Window | None = None
+        for index, raw in enumerate(raws):
+            if raw.__class__ is list and len(raw) == 5:
+                kind, name, ts, tags, fields = raw
+                cls = ts.__class__
+                measurement = measurements.get(name) if name.__class__ is str else None
+                if (measurement is not None and (cls is float or cls is int) and MIN_TS_S <= ts <= ts_limit
+                        and kind.__class__ is int and 0 <= kind < KIND_LIMIT and tags.__class__ is dict
+                        and fields.__class__ is dict and (kind == KIND_EMIT or len(fields) == 1)):
+                    codes = measurement.codes[kind]
+                    for field, value in fields.items():  # inline: a call per event costs a fifth here
+                        admitted = codes.get(field)
+                        cls = value.__class__
+                        if admitted is None or cls not in admitted:
+                            break
+                        if cls is float:
+                            if value - value != 0.0:  # NaN and infinities give NaN here
+                                break
+                        elif cls is int:
+                            if not INT64_MIN <= value <= INT64_MAX:
+                                break
+                        elif cls is not bool:
+                            break  # a string: its length and encoding are checked one by one
+                    else:
+                        ts = float(ts)
+                        window_index = _floor(ts / window_s)
+                        if current is None or current.index != window_index:
+                            current = windows.get(window_index)
+                        if (current is not None and window_index >= shed_below
+                                and (window_index + 1) * window_s >= self._watermark - lateness_s):
+                            aliases = current.raw_aliases if privacy else current.aliases
+                            try:
+                                series = aliases.get((name, *tags, *tags.values()))
+                            except TypeError:  # an unhashable tag value: the one-by-one path says so
+                                series = None
+                            if series is not None:
+                                if current.flushed:
+                                    self.late_events += 1
+                                current.blob = None
+                                series.count += 1
+                                series.version += 1
+                                current.dirty.add(series)
+                                if ts > self._watermark:
+                                    self._watermark = ts
+                                update_fields(series.fields, fields, ts, codes, entry_ms, entry_seq, index)
+                                continue
+            failure = self._record_one(raw, entry_ms, entry_seq, index, now_s, privacy)
+            if failure is not None:
+                rejected.append((index, *failure))
+        return rejected
+
+    def _record_one(self, raw: Any, entry_ms: int, entry_seq: int, index: int, now_s: float,
+                    privacy: Callable[[Event], Event] | None) -> Rejection | None:
+        """:meth:`record_batch`'s slow path: validate, pseudonymise and record one event."""
+        result = validate(raw, Position(entry_ms, entry_seq, index))
+        if isinstance(result, tuple):
+            return result
+        event = privacy(result) if privacy else result
+        rejection = self.record(event, now_s)
+        if rejection is None and privacy and len(result.tags) == len(raw[3]):
+            # the raw tags were clean: remember which series they pseudonymise to
+            window = self._windows[_floor(event.ts / self._window_s)]
+            series = window.aliases.get((event.measurement, *event.tags, *event.tags.values()))
+            if series is not None:  # None: collapsed by the cardinality guard, always counted here
+                if len(window.raw_aliases) >= 4 * self._max_series + 64:
+                    window.raw_aliases.clear()
+                window.raw_aliases[(result.measurement, *raw[3], *raw[3].values())] = series
+        return rejection
 
     def _from_future(self, ts: float, now_s: float) -> Rejection:
         return REASON_FROM_FUTURE, (f"event time {ts:.3f} is {ts - now_s:.3f}s ahead of the worker's "

@@ -17,7 +17,7 @@ from typing import Any, Final
 import msgpack
 
 from consumer.catalogue import MeasurementSpec, lookup
-from consumer.model import Event, FieldValue, Position
+from consumer.model import FieldValue
 from consumer.sketch import QuantileSketch
 from consumer.validate import (
     EVENT_COUNT_FIELD,
@@ -54,7 +54,7 @@ class Series:
 class Window:
     """One window of the shard: its series, which are dirty, and its cached encoding."""
 
-    __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "series")
+    __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "raw_aliases", "series")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -64,6 +64,8 @@ class Window:
         self.series: dict[SeriesKey, Series] = {}
         # (measurement, *tag keys, *tag values) in the event's order -> series: spares a sort per event
         self.aliases: dict[tuple[Any, ...], Series] = {}
+        # the same for tags as they arrive, before pseudonymisation (only used when it is on)
+        self.raw_aliases: dict[tuple[Any, ...], Series] = {}
         self.dirty: set[Series] = set()  # identity-hashed: cheaper than hashing the key again
         self.per_measurement: dict[str, int] = {}
         self.flushed = False
@@ -95,7 +97,7 @@ class MeasurementTypes:
         return measurement
 
 
-def new_accumulator(code: int, value: Any, ts: float, position: Position) -> list[Any]:
+def new_accumulator(code: int, value: Any, ts: float, position: tuple[int, int, int]) -> list[Any]:
     if code == MEAN:
         return [MEAN, 1, 0.0 + value, value, value]  # count, sum, min, max
     if code == TRUE_COUNT:
@@ -106,17 +108,22 @@ def new_accumulator(code: int, value: Any, ts: float, position: Position) -> lis
         sketch = QuantileSketch()
         sketch.add(value)
         return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
-    return [code, value, ts, position]  # last: value, event time, position (tie-break)
+    return [code, value, ts, position]  # last: value, event time, (entry ms, seq, index) for ties
 
 
-def update_fields(accumulators: dict[str, list[Any]], event: Event,
-            codes: dict[str, dict[type, int]]) -> None:
-    """The hot loop: fold one event's fields into a series' accumulators (common cases inline)."""
-    for name, value in event.fields.items():
+def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts: float,
+                  codes: dict[str, dict[type, int]], entry_ms: int, entry_seq: int, index: int) -> None:
+    """The hot loop: fold one event's fields into a series' accumulators (common cases inline).
+
+    The event's stream position (``entry_ms``, ``entry_seq``, ``index``) only matters to "last"
+    fields, as the tie-break between equal event times; it is a tuple, ordered like
+    :class:`~consumer.model.Position`, built only for them.
+    """
+    for name, value in fields.items():
         acc = accumulators.get(name)
         if acc is None:
             code = codes[name][value.__class__]
-            accumulators[name] = new_accumulator(code, value, event.ts, event.position)
+            accumulators[name] = new_accumulator(code, value, ts, (entry_ms, entry_seq, index))
             continue
         code = acc[0]
         if code == MEAN:
@@ -132,10 +139,10 @@ def update_fields(accumulators: dict[str, list[Any]], event: Event,
         elif code == SUM:
             acc[1] += value
         else:
-            _update_rare(acc, code, value, event.ts, event.position)
+            _update_rare(acc, code, value, ts, (entry_ms, entry_seq, index))
 
 
-def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: Position) -> None:
+def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: tuple[int, int, int]) -> None:
     if code == SUMMARY:
         acc[1] += 1
         acc[2] += value
@@ -178,8 +185,7 @@ def _encode_accumulator(acc: list[Any]) -> list[Any]:
     if code == SUMMARY:
         return [*acc[:5], acc[5].to_state()]
     if code in (LAST_NUMBER, LAST_STRING):
-        position = acc[3]
-        return [code, acc[1], acc[2], position.entry_ms, position.entry_seq, position.index]
+        return [code, acc[1], acc[2], *acc[3]]
     return list(acc)
 
 
@@ -188,7 +194,7 @@ def _decode_accumulator(data: list[Any]) -> list[Any]:
     if code == SUMMARY:
         return [*data[:5], QuantileSketch.from_state(data[5])]
     if code in (LAST_NUMBER, LAST_STRING):
-        return [code, data[1], data[2], Position(data[3], data[4], data[5])]
+        return [code, data[1], data[2], (data[3], data[4], data[5])]
     return list(data)
 
 

@@ -51,14 +51,13 @@ from consumer.errors import GroupMissing
 from consumer.lease import LeaseManager
 from consumer.line_protocol import encode_point
 from consumer.metrics import Metrics
-from consumer.model import REASON_REJECTED, DeadLetter, Point, Position
+from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
 from consumer.privacy import Pseudonymizer
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
 from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
 from consumer.upkeep import Checkpoints
-from consumer.validate import validate
 from consumer.window import Flush
 from producers.wire import WireError, decode_entry
 
@@ -284,26 +283,15 @@ class Worker:
                now: float, source: str) -> int:
         """Validate and record one batch's events; the number accepted (rejections: dead letters).
 
-        A batch may hold thousands of events and one read hundreds of batches: leases and the
-        heartbeat are renewed here when due, so a long read never lets them lapse.
+        One read may carry hundreds of batches: leases and the heartbeat are renewed between
+        batches when due, so a long read never lets them lapse.
         """
-        ms, seq = key
-        record = state.windows.record
+        self.ownership.keep_if_due()
         privacy = self.privacy.apply if self.privacy else None
-        keep_if_due = self.ownership.keep_if_due
-        accepted = 0
-        for index, raw_event in enumerate(events):
-            keep_if_due()
-            result = validate(raw_event, Position(ms, seq, index))
-            if not isinstance(result, tuple):
-                rejection = record(privacy(result) if privacy else result, now)
-                if rejection is None:
-                    accepted += 1
-                    continue
-                result = rejection
-            reason, detail = result
-            self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(raw_event)))
-        return accepted
+        rejected = state.windows.record_batch(events, key[0], key[1], now, privacy)
+        for index, reason, detail in rejected:
+            self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(events[index])))
+        return len(events) - len(rejected)
 
     def _dead(self, state: ShardState, letter: DeadLetter) -> None:
         state.letters.append(letter)

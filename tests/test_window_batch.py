@@ -1,0 +1,126 @@
+"""Property test: ``ShardWindows.record_batch`` is exactly validate + pseudonymise + record, one by one.
+
+The worker feeds whole stream entries to ``record_batch``, whose common case skips building
+events. Random entries mixing good events with every kind of bad one (NaN, huge integers,
+strings, unhashable or empty tag values, wrong kinds and shapes, integer times, late and future
+times, type conflicts) go through both paths, with flushes and commits in between; the
+rejections must be identical entry by entry, and so must every flush and the final snapshot,
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumer.model import Event, Position
+from consumer.privacy import Pseudonymizer
+from consumer.validate import validate
+from consumer.window import Flush, ShardWindows
+
+BASE_S = 1_700_000_000.0
+CONFIG: dict[str, Any] = {"window_s": 2.0, "grace_s": 1.0, "allowed_lateness_s": 6.0,
+                          "max_future_s": 5.0, "max_series": 4}
+
+_values = st.one_of(
+    st.floats(-1e3, 1e3, allow_nan=False), st.floats(-1e3, 1e3, allow_nan=False),
+    st.integers(-50, 50), st.booleans(),
+    st.sampled_from([math.nan, math.inf, -math.inf, 2**63, -(2**63) - 1, "text", "", None, [1], {"a": 1}]),
+)
+_tag_values = st.one_of(st.sampled_from(["u1", "u2", "u3", "u4", "u5", "u6", "elena"]),
+                        st.sampled_from(["", 7, ["unhashable"], "bad\nvalue"]))
+_tags = st.dictionaries(st.sampled_from(["user_id", "bot_name", "risk", ""]), _tag_values, max_size=3)
+_fields = st.dictionaries(st.sampled_from(["x", "y", "flag", "x_min", "consecutive_days", "event_count"]),
+                          _values, max_size=3)
+_good_event = st.builds(
+    lambda kind, measurement, offset, tags, fields: [kind, measurement, offset, tags, fields],
+    st.sampled_from([0, 0, 0, 1, 2, 3]), st.sampled_from(["m", "attachment_monitoring"]),
+    st.integers(-40, 12).map(lambda eighth: eighth / 8), _tags, _fields)
+_odd_event = st.sampled_from([
+    "not an event", [0, "m"], (0, "m", 0.0, {}, {}), [9, "m", 0.0, {}, {"x": 1.0}],
+    [-1, "m", 0.0, {}, {"x": 1.0}], [True, "m", 0.0, {}, {"x": 1.0}], [0, 5, 0.0, {}, {}],
+    [0, "", 0.0, {}, {}], [0, "m", "soon", {}, {}], [0, "m", math.nan, {}, {}], [0, "m", 0.0, [], {}],
+    [1, "m", 0.0, {}, {"x": 1, "y": 2}], [0, "m", 0.0, {"user_id": "u1"}, {"time": 1.0}],
+])
+_entry = st.lists(st.one_of(_good_event, _good_event, _good_event, _odd_event), min_size=1, max_size=12)
+_op = st.one_of(st.tuples(st.just("entry"), st.sampled_from([0.0, 0.5, 2.0]), _entry),
+                st.tuples(st.just("flush"), st.booleans(), st.booleans()))
+
+
+def _at(raw: Any, clock: float, integer_time: bool) -> Any:
+    """``raw`` with its time offset made absolute (good events carry an offset from the clock)."""
+    if isinstance(raw, list) and len(raw) == 5 and isinstance(raw[2], float) and abs(raw[2]) < 100:
+        ts = clock + raw[2]
+        return [raw[0], raw[1], int(ts) if integer_time else ts, raw[3], raw[4]]
+    return raw
+
+
+def _points(flush: Flush) -> list[str]:
+    """A flush's points, in a fixed order (the order of dirty series is not part of the result)."""
+    return sorted(repr(point) for point in flush.points)
+
+
+def _one_by_one(windows: ShardWindows, raws: list[Any], ms: int, now_s: float,
+                privacy: Callable[[Event], Event] | None) -> list[tuple[int, str, str]]:
+    rejected = []
+    for index, raw in enumerate(raws):
+        result = validate(raw, Position(ms, 0, index))
+        if not isinstance(result, tuple):
+            result = windows.record(privacy(result) if privacy else result, now_s)  # type: ignore[assignment]
+        if result is not None:
+            rejected.append((index, *result))
+    return rejected
+
+
+@pytest.mark.parametrize("pseudonymise", [False, True])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(_op, min_size=5, max_size=40), integer_time=st.booleans())
+def test_record_batch_equals_one_by_one(pseudonymise: bool, ops: list[tuple[Any, ...]],
+                                        integer_time: bool) -> None:
+    privacy = Pseudonymizer(("user_id",), b"key").apply if pseudonymise else None
+    batched, single = ShardWindows(**CONFIG), ShardWindows(**CONFIG)
+    clock = BASE_S
+    for step, op in enumerate(ops):
+        if op[0] == "flush":
+            flushes = [w.collect_due(clock, idle=op[1]) for w in (batched, single)]
+            assert _points(flushes[0]) == _points(flushes[1]), step
+            if op[2]:
+                batched.commit(flushes[0])
+                single.commit(flushes[1])
+            continue
+        clock += op[1]
+        raws = [_at(raw, clock, integer_time) for raw in op[2]]
+        got = batched.record_batch(raws, step, 0, clock, privacy)
+        want = _one_by_one(single, raws, step, clock, privacy)
+        assert got == want, (step, raws)
+    assert batched.snapshot() == single.snapshot()
+    final = [w.collect_all() for w in (batched, single)]
+    assert _points(final[0]) == _points(final[1])
+
+
+def test_record_batch_takes_the_fast_path_and_dead_letters_neighbours() -> None:
+    """A known series is folded without validate(); a bad neighbour is rejected alone."""
+    windows = ShardWindows(**CONFIG)
+    good = [0, "m", BASE_S + 0.5, {"bot": "elena"}, {"x": 1.0, "flag": True}]
+    assert windows.record_batch([good], 1, 0, BASE_S) == []
+    calls = []
+    original = windows._record_one
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[3])
+        return original(*args)
+
+    windows._record_one = spy  # type: ignore[method-assign]
+    bad = [0, "m", BASE_S + 0.6, {"bot": "elena"}, {"x": math.nan, "flag": False}]
+    rejected = windows.record_batch([good, bad, good], 2, 0, BASE_S)
+    assert rejected == [(1, "invalid_value", "field 'x': nan is not a finite number")]
+    assert calls == [1]  # only the bad event left the fast path
+    (point,) = windows.collect_all().points
+    assert point.fields["event_count"] == 3
+    assert point.fields["x_sum"] == 3.0
+    assert point.fields["flag"] == 3
