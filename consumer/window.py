@@ -215,7 +215,8 @@ class ShardWindows:
 
     def record_batch(  # noqa: C901 - the worker's hot loop, one function on purpose (calls cost)
             self, raws: Sequence[Any], entry_ms: int, entry_seq: int, now_s: float,
-            privacy: Callable[[Event], Event] | None = None) -> list[tuple[int, str, str]]:
+            privacy: Callable[[Event], Event] | None = None,
+            first_index: int = 0) -> list[tuple[int, str, str]]:
         """Validate and record one stream entry's wire events; ``(index, reason, detail)`` per rejection.
 
         Result and state are exactly those of, for each event in turn, :func:`validate` with its
@@ -224,13 +225,14 @@ class ShardWindows:
         names and value types its measurement has recorded before, is checked and folded in place
         (no ``Event``, no ``Position``, no sorted key). Everything else goes one by one, which
         decides. Pass the same ``privacy`` on every call (its series are looked up by raw tags).
+        ``raws`` may be a slice of the entry's events that starts at index ``first_index``.
         """
         rejected: list[tuple[int, str, str]] = []
         measurements, windows, window_s = self._measurements, self._windows, self._window_s
         ts_limit = min(now_s + self._max_future_s, MAX_TS_S)
         lateness_s, shed_below = self._lateness_s, self._shed_below
         current: Window | None = None
-        for index, raw in enumerate(raws):
+        for index, raw in enumerate(raws, first_index):
             if raw.__class__ is list and len(raw) == 5:
                 kind, name, ts, tags, fields = raw
                 cls = ts.__class__

@@ -5,7 +5,7 @@ Per owned shard, strictly in stream-id order::
     read (XRANGE after the checkpoint while catching up, then XREADGROUP >)
       -> decode (WireError: dead letter with the raw entry)
       -> dedupe (producer id, batch sequence)
-      -> validate -> pseudonymise -> ShardWindows.record (rejection: dead letter)
+      -> ShardWindows.record_batch: validate, pseudonymise, record (rejection: dead letter)
       -> collect_due -> sink.write (retry with backoff; renews leases, stays responsive to stop)
       -> ShardWindows.commit -> dead letters appended (idempotent) -> checkpoint (fenced Lua:
          state + XACK) -> XTRIM MINID below what the group still needs
@@ -18,7 +18,7 @@ exactly the state the dead worker had (see :mod:`consumer.checkpoint`).
 Ownership (:mod:`consumer.ownership`): shards are spread over live workers by rendezvous hashing
 and held with fenced leases (:mod:`consumer.lease`); maintenance every third of a lease renews
 them, gives up shards that moved to a new worker, and takes those that are free; a long read
-renews them between events when due. Checkpoints and the stream upkeep after them are in
+renews them between stream entries when due. Checkpoints and the stream upkeep after them are in
 :mod:`consumer.upkeep`. Back-pressure: while InfluxDB is down
 the windows stay in memory (and in checkpoints); a shard whose open series-windows reach the
 memory budget is not read until the sink catches up. ``drain`` mode processes everything in the
@@ -64,6 +64,8 @@ from producers.wire import WireError, decode_entry
 logger = logging.getLogger(__name__)
 
 WAIT_STEP_S: Final = 0.25
+RENEW_EVERY_EVENTS: Final = 64
+"""Events recorded between two checks of the leases' renewal time (an entry holds up to 2,000)."""
 
 
 class Worker:
@@ -283,12 +285,16 @@ class Worker:
                now: float, source: str) -> int:
         """Validate and record one batch's events; the number accepted (rejections: dead letters).
 
-        One read may carry hundreds of batches: leases and the heartbeat are renewed between
-        batches when due, so a long read never lets them lapse.
+        One read may carry a million events: leases and the heartbeat are renewed when due
+        every :data:`RENEW_EVERY_EVENTS` events, so a long read never lets them lapse.
         """
-        self.ownership.keep_if_due()
         privacy = self.privacy.apply if self.privacy else None
-        rejected = state.windows.record_batch(events, key[0], key[1], now, privacy)
+        record_batch, keep_if_due = state.windows.record_batch, self.ownership.keep_if_due
+        rejected: list[tuple[int, str, str]] = []
+        for start in range(0, len(events), RENEW_EVERY_EVENTS):
+            keep_if_due()
+            chunk = events[start:start + RENEW_EVERY_EVENTS]
+            rejected += record_batch(chunk, key[0], key[1], now, privacy, start)
         for index, reason, detail in rejected:
             self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(events[index])))
         return len(events) - len(rejected)

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-import consumer.worker as worker_module
 from consumer.config import WorkerConfig
 from consumer.sinks import MemorySink
+from consumer.window import ShardWindows
 from consumer.worker import Worker
 from producers import keys, wire
 from tests.services import RedisServer
@@ -40,13 +40,13 @@ def test_a_read_longer_than_the_lease_keeps_the_shard(
     client.xadd(keys.stream_key(PREFIX, 0),
                 wire.encode_entry("5ca1e5ca1e5ca1e5", 1, wire.encode_events(events), EVENTS))  # type: ignore[arg-type]
 
-    real_validate = worker_module.validate
+    real_record_batch = ShardWindows.record_batch
 
-    def slow_validate(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(PAUSE_S)
-        return real_validate(*args, **kwargs)
+    def slow_record_batch(self: ShardWindows, raws: Any, *args: Any) -> Any:
+        time.sleep(PAUSE_S * len(raws))
+        return real_record_batch(self, raws, *args)
 
-    monkeypatch.setattr(worker_module, "validate", slow_validate)
+    monkeypatch.setattr(ShardWindows, "record_batch", slow_record_batch)
     config = WorkerConfig(redis_url=redis_server.url, stream_prefix=PREFIX, shards=1, influx_url="memory://",
                           consumer="slow-1", lease_s=1.0, block_ms=50, window_s=10.0, grace_s=0.0, drain=True)
     sink = MemorySink()

@@ -124,3 +124,19 @@ def test_record_batch_takes_the_fast_path_and_dead_letters_neighbours() -> None:
     assert point.fields["event_count"] == 3
     assert point.fields["x_sum"] == 3.0
     assert point.fields["flag"] == 3
+
+
+def test_an_entry_recorded_in_slices_is_the_entry_recorded_whole() -> None:
+    """The worker records long entries in slices; ``first_index`` keeps positions (ties of "last")."""
+    tags = {"bot": "elena"}
+    raws = [[2, "m", BASE_S + 0.5, tags, {"g": float(value)}] for value in (1, 3, 2, 5, 4)]
+    raws.insert(2, [2, "m", BASE_S + 0.5, tags, {"g": math.inf}])
+    whole, sliced = ShardWindows(**CONFIG), ShardWindows(**CONFIG)
+    rejected_whole = whole.record_batch(raws, 9, 0, BASE_S)
+    rejected_sliced = sliced.record_batch(raws[:3], 9, 0, BASE_S)
+    rejected_sliced += sliced.record_batch(raws[3:], 9, 0, BASE_S, None, 3)
+    bad = (2, "invalid_value", "field 'g': inf is not a finite number")
+    assert rejected_whole == rejected_sliced == [bad]
+    assert whole.snapshot() == sliced.snapshot()
+    (point,) = sliced.collect_all().points
+    assert point.fields["g"] == 4.0  # equal event times: the last position wins
