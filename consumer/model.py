@@ -21,6 +21,7 @@ REASON_INVALID_NAME: Final = "invalid_name"
 REASON_INVALID_VALUE: Final = "invalid_value"
 REASON_FIELD_CLASH: Final = "field_clash"
 REASON_TYPE_CONFLICT: Final = "type_conflict"
+REASON_TOO_MANY_FIELDS: Final = "too_many_fields"
 REASON_TOO_LATE: Final = "too_late"
 REASON_FROM_FUTURE: Final = "from_future"
 REASON_REJECTED: Final = "rejected"
@@ -32,6 +33,7 @@ DEAD_LETTER_REASONS: Final = (
     REASON_INVALID_VALUE,
     REASON_FIELD_CLASH,
     REASON_TYPE_CONFLICT,
+    REASON_TOO_MANY_FIELDS,
     REASON_TOO_LATE,
     REASON_FROM_FUTURE,
     REASON_REJECTED,

@@ -41,7 +41,9 @@ Cardinality
     At most ``max_series`` series per measurement per window keep their own tags; a new series
     past that has the values of its ``overflow_tags`` replaced by ``__overflow__`` (all of its
     tag values, when it has none of them or when ``max_series`` overflow series exist too), so
-    totals are preserved in the overflow series. Memory per window is thereby bounded.
+    totals are preserved in the overflow series. Memory per window is thereby bounded. A
+    measurement has at most ``MAX_FIELDS_PER_MEASUREMENT`` distinct field names; an event that
+    would add more is ``too_many_fields`` (field names are not collapsed: a made-up one is a bug).
 
 Exactly-once
     :meth:`ShardWindows.snapshot` captures everything (watermark, every accumulator, sketch,
@@ -70,6 +72,7 @@ from consumer.model import (
     REASON_FIELD_CLASH,
     REASON_FROM_FUTURE,
     REASON_TOO_LATE,
+    REASON_TOO_MANY_FIELDS,
     REASON_TYPE_CONFLICT,
     Event,
     FieldValue,
@@ -107,6 +110,9 @@ OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
 _floor: Final = math.floor
 KIND_LIMIT: Final = len(KINDS)  # kinds are 0 .. KIND_LIMIT - 1
+MAX_FIELDS_PER_MEASUREMENT: Final = 1_000
+"""Distinct field names a measurement may have; an event adding more is ``too_many_fields``. The
+type registry is part of every checkpoint, so a flood of made-up field names must not grow it."""
 
 Rejection = tuple[str, str]
 
@@ -176,8 +182,9 @@ class ShardWindows:
     def record(self, event: Event, now_s: float) -> Rejection | None:
         """Add one validated event; ``None`` when accepted, else ``(reason, detail)``.
 
-        Reasons: ``from_future``, ``too_late``, ``type_conflict``, ``field_clash``. A rejected
-        event changes nothing. This is the worker's hot path: the common case is inline.
+        Reasons: ``from_future``, ``too_late``, ``type_conflict``, ``field_clash``,
+        ``too_many_fields``. A rejected event changes nothing. The common case is inline (the
+        worker's own path is :meth:`record_batch`, which comes here for what it does not fold itself).
         """
         ts = event.ts
         if ts > now_s + self._max_future_s:
@@ -329,6 +336,11 @@ class ShardWindows:
                                                 f"{output!r}, as does {what}")
                 owners[output] = name
             pending[name] = code
+        if pending and len(measurement.registry) + len(pending) > MAX_FIELDS_PER_MEASUREMENT:
+            return REASON_TOO_MANY_FIELDS, (
+                f"{event.measurement!r} already has {len(measurement.registry)} distinct fields, the "
+                f"limit is {MAX_FIELDS_PER_MEASUREMENT}; new here: {', '.join(map(repr, list(pending)[:5]))} "
+                "(a field name built from data, such as a user id, belongs in a tag)")
         for name, code in pending.items():
             measurement.register(name, code)
         for name, value in event.fields.items():

@@ -307,3 +307,19 @@ def test_every_per_value_memo_is_bounded_under_a_user_id_bomb() -> None:
     assert w.series_count <= 1001
     assert sum(len(window.aliases) for window in w._windows.values()) <= 1001
     assert sum(p.fields["event_count"] for p in w.collect_all().points) == 110_000
+
+
+def test_a_flood_of_field_names_is_capped_per_measurement() -> None:
+    """Field names made from data would grow the checkpointed registry without end: capped, reported."""
+    from consumer.window import MAX_FIELDS_PER_MEASUREMENT
+
+    w = windows()
+    results = [w.record(ev(0, {f"f{i}": 1.0}, T0 + 1), T0) for i in range(MAX_FIELDS_PER_MEASUREMENT + 50)]
+    assert results[:MAX_FIELDS_PER_MEASUREMENT] == [None] * MAX_FIELDS_PER_MEASUREMENT
+    reasons = {result[0] for result in results[MAX_FIELDS_PER_MEASUREMENT:] if result is not None}
+    assert reasons == {"too_many_fields"} and all(results[MAX_FIELDS_PER_MEASUREMENT:])
+    assert "'f1000'" in results[MAX_FIELDS_PER_MEASUREMENT][1]  # type: ignore[index]
+    assert w.record(ev(0, {"f7": 2.0}, T0 + 2), T0) is None      # known fields still go in
+    assert w.record(ev(0, {"other": 2.0}, T0 + 2, measurement="n"), T0) is None  # per measurement
+    restored = ShardWindows.restore(w.snapshot(), **CONFIG)
+    assert restored.record(ev(0, {"f2000": 1.0}, T0 + 3), T0)[0] == "too_many_fields"  # type: ignore[index]
