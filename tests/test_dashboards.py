@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
 from consumer.cli.app import app
-from consumer.dashboards.build import ALERTS_FILE, DATASOURCES_FILE, PROVIDER_FILE, build, generated_files
+from consumer.dashboards.build import (
+    ALERTS_FILE,
+    ALERTS_INFLUXQL_FILE,
+    DATASOURCES_FILE,
+    PROVIDER_FILE,
+    build,
+    generated_files,
+)
 from consumer.dashboards.spec import LEARNING_PANELS, all_dashboards
 from consumer.dashboards.validate import check_ranges, dashboard_queries, validate
 from consumer.model import DEAD_LETTER_REASONS
@@ -172,6 +179,23 @@ def test_alert_rules_cover_risk_surge_lag_dead_letters_and_silence() -> None:
         assert rule["condition"] == "C" and rule["data"][2]["model"]["type"] == "threshold"
     high = rules[0]["data"][0]["model"]["query"]
     assert 'r.risk_level == "HIGH"' in high and 'group(columns: ["bot_name"])' in high
+
+
+def test_influxql_alert_rules_mirror_the_flux_rules() -> None:
+    """InfluxDB 1.x gets the same rules in InfluxQL, with their own uids, outside provisioning/."""
+    flux = yaml.safe_load((COMMITTED / ALERTS_FILE).read_text())["groups"][0]["rules"]
+    group = yaml.safe_load((COMMITTED / ALERTS_INFLUXQL_FILE).read_text())["groups"][0]
+    influxql = group["rules"]
+    assert group["name"] == "whisperengine-telemetry-influxql"
+    assert [r["title"] for r in influxql] == [r["title"] for r in flux]
+    assert [r["uid"] for r in influxql] == ["wq-" + r["uid"][3:] for r in flux]
+    for mirror, rule in zip(influxql, flux, strict=True):
+        query = mirror["data"][0]
+        assert query["datasourceUid"] == "influxdb-influxql" and query["model"]["rawQuery"] is True
+        assert query["model"]["query"].startswith("SELECT ") and "$timeFilter" in query["model"]["query"]
+        assert mirror["data"][1:] == rule["data"][1:]          # the same reduce and threshold
+        assert (mirror["for"], mirror["noDataState"]) == (rule["for"], rule["noDataState"])
+    assert not ALERTS_INFLUXQL_FILE.startswith("provisioning/")
 
 
 def test_build_injects_datasource_uid_and_bucket(tmp_path: Path) -> None:

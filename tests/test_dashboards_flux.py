@@ -31,7 +31,7 @@ def checker() -> FluxChecker:
 def _flux_queries() -> list[tuple[str, str]]:
     found = [(q.where, q.text) for path in sorted(COMMITTED.glob("*.json")) for q in dashboard_queries(path)
              if q.language == "flux"]
-    return found + [(q.where, q.text) for q in alert_queries(COMMITTED)]
+    return found + [(q.where, q.text) for q in alert_queries(COMMITTED) if q.language == "flux"]
 
 
 def test_every_generated_flux_query_parses_as_grafana_sends_it(checker: FluxChecker) -> None:

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from consumer.config import WorkerConfig
+from consumer.dashboards.build import ALERTS_INFLUXQL_FILE
 from consumer.dashboards.fluxcheck import interpolate
 from consumer.dashboards.validate import InfluxQLTarget, dashboard_queries, validate
 from consumer.worker import Worker
@@ -291,3 +293,25 @@ def test_feature_adoption_sides_divide_to_runs_per_message(loaded: Loaded) -> No
     for c in loaded.checks:
         expected_messages[int(c.ts // BUCKET_S * BUCKET_S)] += 1
     assert ratios == {t: expected_runs[t] / expected_messages[t] for t in expected_runs}
+
+
+def test_influxql_alert_rules_compute_what_they_alert_on(loaded: Loaded) -> None:
+    """The InfluxDB 1.x alert rules, run on pipeline data: the numbers their thresholds judge."""
+    rules = yaml.safe_load((COMMITTED / ALERTS_INFLUXQL_FILE).read_text())["groups"][0]["rules"]
+    queries = {rule["title"]: rule["data"][0]["model"]["query"] for rule in rules}
+    high = loaded.run(queries["HIGH attachment risk checks per bot"])
+    expected_high = {bot: sum(c.risk == "HIGH" and c.bot == bot for c in loaded.checks) for bot in BOTS}
+    assert {row["bot_name"]: row["sum"] for row in high} == expected_high
+    assert sum(expected_high.values()) > 0
+    surge = loaded.run(queries["Attachment intervention surge"])
+    expected_surge = {bot: sum(c.intervention and c.bot == bot for c in loaded.checks) for bot in BOTS}
+    assert {row["bot_name"]: row["sum"] for row in surge} == expected_surge
+    lag = loaded.run(queries["Telemetry pipeline lag"])
+    assert lag and all(row["max"] >= 0 for row in lag)
+    dead = loaded.run(queries["Telemetry dead letters rising"])
+    assert dead and sum(row["sum"] for row in dead) == 0      # a clean workload: nothing dead-lettered
+    silent = {title: query for title, query in queries.items() if title.startswith("No data from ")}
+    assert len(silent) == 4
+    for title, query in silent.items():
+        rows = loaded.run(query)
+        assert rows and rows[0]["count"] > 0, title          # data present: the silence alert stays quiet

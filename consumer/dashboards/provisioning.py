@@ -18,6 +18,7 @@ from consumer.dashboards.grafana import (
     DEFAULT_FOLDER,
     DEFAULT_FOLDER_UID,
     EXPRESSION_DATASOURCE,
+    Flavour,
     RenderOptions,
 )
 
@@ -113,6 +114,8 @@ class AlertSpec:
     severity: str = "warning"
     no_data: str = "OK"
     pending: str = "5m"
+    influxql: str = ""
+    """The same query in InfluxQL, for InfluxDB 1.x (the rule's other datasource)."""
 
 
 HIGH_RISK_CHECKS: Final = 10
@@ -133,6 +136,12 @@ def _flux(bucket: str, measurement: str, predicate: str, tail: str) -> str:
             f'  |> filter(fn: (r) => r._measurement == "{measurement}" and {predicate})\n{tail}')
 
 
+def _influxql(aggregate: str, measurement: str, condition: str = "", group_by: str = "") -> str:
+    where = f"{condition} AND $timeFilter" if condition else "$timeFilter"
+    group = f' GROUP BY "{group_by}"' if group_by else ""
+    return f'SELECT {aggregate} FROM "{measurement}" WHERE {where}{group}'
+
+
 def alert_specs(bucket: str) -> list[AlertSpec]:
     """The alert rules: HIGH risk per bot, intervention surge, lag, dead letters, silence."""
     specs = [
@@ -141,23 +150,29 @@ def alert_specs(bucket: str) -> list[AlertSpec]:
                         'r._field == "event_count" and r.risk_level == "HIGH"',
                         '  |> group(columns: ["bot_name"])\n  |> sum()'),
                   900, "last", "gt", HIGH_RISK_CHECKS,
-                  f"More than {HIGH_RISK_CHECKS} HIGH-risk attachment checks in 15 minutes for one bot"),
+                  f"More than {HIGH_RISK_CHECKS} HIGH-risk attachment checks in 15 minutes for one bot",
+                  influxql=_influxql('sum("event_count")', "attachment_monitoring", "\"risk_level\" = 'HIGH'",
+                                     "bot_name")),
         AlertSpec("we-intervention-surge", "Attachment intervention surge",
                   _flux(bucket, "attachment_monitoring", 'r._field == "intervention_provided"',
                         '  |> group(columns: ["bot_name"])\n  |> sum()'),
                   900, "last", "gt", INTERVENTION_SURGE,
-                  f"More than {INTERVENTION_SURGE} interventions in 15 minutes for one bot"),
+                  f"More than {INTERVENTION_SURGE} interventions in 15 minutes for one bot",
+                  influxql=_influxql('sum("intervention_provided")', "attachment_monitoring",
+                                     group_by="bot_name")),
         AlertSpec("we-pipeline-lag", "Telemetry pipeline lag",
                   _flux(bucket, PIPELINE_MEASUREMENT, 'r._field == "lag_entries"',
                         '  |> group(columns: ["shard"])\n  |> max()'),
                   300, "last", "gt", LAG_ENTRIES,
                   f"A shard is more than {LAG_ENTRIES} entries behind: the worker is down or too slow",
-                  severity="critical"),
+                  severity="critical",
+                  influxql=_influxql('max("lag_entries")', PIPELINE_MEASUREMENT, group_by="shard")),
         AlertSpec("we-dead-letters", "Telemetry dead letters rising",
                   _flux(bucket, PIPELINE_MEASUREMENT, 'r._field == "dead_letters"',
                         '  |> group(columns: ["worker"])\n  |> sum()'),
                   900, "last", "gt", DEAD_LETTERS,
-                  "Events are being dead-lettered: see `telemetry dlq list`"),
+                  "Events are being dead-lettered: see `telemetry dlq list`",
+                  influxql=_influxql('sum("dead_letters")', PIPELINE_MEASUREMENT, group_by="worker")),
     ]
     for measurement, field in WATCHED_MEASUREMENTS:
         specs.append(AlertSpec(
@@ -165,21 +180,25 @@ def alert_specs(bucket: str) -> list[AlertSpec]:
             _flux(bucket, measurement, f'r._field == "{field}"', "  |> group()\n  |> count()"),
             SILENCE_MINUTES * 60, "last", "lt", 1,
             f"No {measurement} points for {SILENCE_MINUTES} minutes: run `telemetry doctor`",
-            no_data="Alerting", pending="0s"))
+            no_data="Alerting", pending="0s", influxql=_influxql(f'count("{field}")', measurement)))
     return specs
 
 
-def _rule(spec: AlertSpec, datasource_uid: str) -> dict[str, Any]:
+def _rule(spec: AlertSpec, datasource_uid: str, influxql: bool) -> dict[str, Any]:
     expr = dict(EXPRESSION_DATASOURCE)
+    query: dict[str, Any] = {"refId": "A", "query": spec.query, "intervalMs": 60000, "maxDataPoints": 43200}
+    if influxql:
+        query.update(query=spec.influxql, rawQuery=True, resultFormat="time_series")
     return {
-        "uid": spec.uid, "title": spec.title, "condition": "C", "for": spec.pending,
+        "uid": "wq-" + spec.uid[3:] if influxql else spec.uid,
+        "title": spec.title, "condition": "C", "for": spec.pending,
         "noDataState": spec.no_data, "execErrState": "Error", "isPaused": False,
         "annotations": {"summary": spec.summary},
         "labels": {"team": "whisperengine", "severity": spec.severity},
         "data": [
             {"refId": "A", "datasourceUid": datasource_uid,
              "relativeTimeRange": {"from": spec.window_s, "to": 0},
-             "model": {"refId": "A", "query": spec.query, "intervalMs": 60000, "maxDataPoints": 43200}},
+             "model": query},
             {"refId": "B", "datasourceUid": expr["uid"], "relativeTimeRange": {"from": 0, "to": 0},
              "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": spec.reducer,
                        "datasource": expr}},
@@ -190,12 +209,16 @@ def _rule(spec: AlertSpec, datasource_uid: str) -> dict[str, Any]:
     }
 
 
-def alert_rules(options: RenderOptions) -> dict[str, Any]:
-    """Grafana unified-alerting file provisioning for every :func:`alert_specs` rule."""
-    return {
-        "apiVersion": 1,
-        "groups": [{
-            "orgId": 1, "name": "whisperengine-telemetry", "folder": DEFAULT_FOLDER, "interval": "1m",
-            "rules": [_rule(spec, options.datasource_uid) for spec in alert_specs(options.bucket)],
-        }],
-    }
+def alert_rules(options: RenderOptions, flavour: Flavour = "flux") -> dict[str, Any]:
+    """Grafana unified-alerting file provisioning for every :func:`alert_specs` rule.
+
+    ``flavour`` ``flux`` (InfluxDB 2) or ``influxql`` (InfluxDB 1.x): provision one of the two, as
+    the rules of the other would query a datasource with no data and fail. InfluxQL rules get
+    their own uids (``wq-`` for ``we-``), so a switch never collides with the old rules.
+    """
+    influxql = flavour == "influxql"
+    uid = options.uid_for(flavour)
+    rules = [_rule(spec, uid, influxql) for spec in alert_specs(options.bucket)]
+    name = "whisperengine-telemetry" + ("-influxql" if influxql else "")
+    return {"apiVersion": 1, "groups": [
+        {"orgId": 1, "name": name, "folder": DEFAULT_FOLDER, "interval": "1m", "rules": rules}]}

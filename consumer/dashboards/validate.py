@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from consumer.dashboards.build import ALERTS_FILE, DATASOURCES_FILE
+from consumer.dashboards.build import ALERTS_FILE, ALERTS_INFLUXQL_FILE, DATASOURCES_FILE
 from consumer.dashboards.fluxcheck import FluxChecker, FluxCheckerUnavailable, as_grafana_sends, interpolate
 
 EXPRESSION_UID: Final = "__expr__"
@@ -105,16 +105,19 @@ def panel_datasources(path: Path) -> list[tuple[str, str]]:
 
 
 def alert_queries(directory: Path) -> list[Query]:
-    """Flux queries of the provisioned alert rules (read back from the generated YAML)."""
-    path = directory / ALERTS_FILE
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    uids = re.findall(r'^\s*(?:- )?datasourceUid: "([^"]+)"', text, re.M)
-    queries = [json.loads(q) for q in re.findall(r'^\s*query: ("(?:[^"\\]|\\.)*")\s*$', text, re.M)]
-    data_uids = [u for u in uids if u != EXPRESSION_UID]
-    return [Query(f"{ALERTS_FILE}: rule {i + 1}", "flux", q, data_uids[i] if i < len(data_uids) else "")
-            for i, q in enumerate(queries)]
+    """Queries of the alert rules, Flux and InfluxQL (read back from the generated YAML)."""
+    found = []
+    for file, language in ((ALERTS_FILE, "flux"), (ALERTS_INFLUXQL_FILE, "influxql")):
+        path = directory / file
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8")
+        uids = re.findall(r'^\s*(?:- )?datasourceUid: "([^"]+)"', text, re.M)
+        queries = [json.loads(q) for q in re.findall(r'^\s*query: ("(?:[^"\\]|\\.)*")\s*$', text, re.M)]
+        data_uids = [u for u in uids if u != EXPRESSION_UID]
+        found += [Query(f"{file}: rule {i + 1}", language, q, data_uids[i] if i < len(data_uids) else "")
+                  for i, q in enumerate(queries)]
+    return found
 
 
 def check_ranges(query: Query) -> str | None:
