@@ -69,11 +69,8 @@ from typing import Any, Final
 
 from consumer.line_protocol import INT64_MAX, INT64_MIN
 from consumer.model import (
-    REASON_FIELD_CLASH,
     REASON_FROM_FUTURE,
     REASON_TOO_LATE,
-    REASON_TOO_MANY_FIELDS,
-    REASON_TYPE_CONFLICT,
     Event,
     FieldValue,
     Point,
@@ -83,12 +80,10 @@ from consumer.validate import (
     EVENT_COUNT_FIELD,
     MAX_TS_S,
     MIN_TS_S,
-    SEMANTICS_NAMES,
-    output_names,
-    resolve_semantics,
     validate,
 )
 from consumer.window_state import (
+    MAX_FIELDS_PER_MEASUREMENT,
     SNAPSHOT_VERSION,
     MeasurementTypes,
     Series,
@@ -103,16 +98,13 @@ from consumer.window_state import (
 from producers.durations import ConfigError
 from producers.wire import KIND_EMIT, KINDS
 
-__all__ = ["DEFAULT_OVERFLOW_TAGS", "OVERFLOW_VALUE", "SNAPSHOT_VERSION", "Flush", "Rejection",
-           "ShardWindows"]
+__all__ = ["DEFAULT_OVERFLOW_TAGS", "MAX_FIELDS_PER_MEASUREMENT", "OVERFLOW_VALUE", "SNAPSHOT_VERSION",
+           "Flush", "Rejection", "ShardWindows"]
 
 OVERFLOW_VALUE: Final = "__overflow__"
 DEFAULT_OVERFLOW_TAGS: Final = ("user_id",)
 _floor: Final = math.floor
 KIND_LIMIT: Final = len(KINDS)  # kinds are 0 .. KIND_LIMIT - 1
-MAX_FIELDS_PER_MEASUREMENT: Final = 1_000
-"""Distinct field names a measurement may have; an event adding more is ``too_many_fields``. The
-type registry is part of every checkpoint, so a flood of made-up field names must not grow it."""
 
 Rejection = tuple[str, str]
 
@@ -314,38 +306,8 @@ class ShardWindows:
     def _record_new_fields(self, event: Event, now_s: float,
                            measurement: MeasurementTypes) -> Rejection | None:
         """Slow path: a field (or value type) this measurement has not been checked for yet."""
-        pending: dict[str, int] = {}
-        owners = dict(measurement.owners)
-        for name, value in event.fields.items():
-            code_or_detail = resolve_semantics(event.kind, measurement.spec, name, value)
-            if isinstance(code_or_detail, str):
-                return REASON_TYPE_CONFLICT, code_or_detail
-            code = code_or_detail
-            known = measurement.registry.get(name)
-            if known is not None:
-                if known != code:
-                    return REASON_TYPE_CONFLICT, (
-                        f"field {name!r} of {event.measurement!r} was recorded as {SEMANTICS_NAMES[known]} "
-                        f"before; this event records it as {SEMANTICS_NAMES[code]}")
-                continue
-            for output in output_names(name, code):
-                other = owners.get(output)
-                if other is not None and other != name:
-                    what = "the per-event count" if other == EVENT_COUNT_FIELD else f"field {other!r}"
-                    return REASON_FIELD_CLASH, (f"field {name!r} of {event.measurement!r} writes "
-                                                f"{output!r}, as does {what}")
-                owners[output] = name
-            pending[name] = code
-        if pending and len(measurement.registry) + len(pending) > MAX_FIELDS_PER_MEASUREMENT:
-            return REASON_TOO_MANY_FIELDS, (
-                f"{event.measurement!r} already has {len(measurement.registry)} distinct fields, the "
-                f"limit is {MAX_FIELDS_PER_MEASUREMENT}; new here: {', '.join(map(repr, list(pending)[:5]))} "
-                "(a field name built from data, such as a user id, belongs in a tag)")
-        for name, code in pending.items():
-            measurement.register(name, code)
-        for name, value in event.fields.items():
-            measurement.codes[event.kind].setdefault(name, {})[value.__class__] = measurement.registry[name]
-        return self.record(event, now_s)
+        rejection = measurement.admit(event)
+        return rejection if rejection is not None else self.record(event, now_s)
 
     def _find_series(self, window: Window, event: Event) -> Series:
         """The series of ``event`` by its canonical (sorted) key, created or collapsed as needed.

@@ -3,7 +3,8 @@
 :mod:`consumer.window` decides what an event does (which window, which series, accepted or
 rejected, when a point is due); this module holds what that state is made of: a
 :class:`Window` of :class:`Series`, each series' per-field accumulators (their layouts, how an
-event folds into them and which fields they emit), the per-measurement type registry, and how
+event folds into them and which fields they emit), the per-measurement type registry (which
+fields and value types a measurement admits), and how
 all of it is written into and read back from a snapshot. A restored state produces exactly the
 outputs the original would have, so a checkpoint is exact.
 """
@@ -17,21 +18,32 @@ from typing import Any, Final
 import msgpack
 
 from consumer.catalogue import MeasurementSpec, lookup
-from consumer.model import FieldValue
+from consumer.model import (
+    REASON_FIELD_CLASH,
+    REASON_TOO_MANY_FIELDS,
+    REASON_TYPE_CONFLICT,
+    Event,
+    FieldValue,
+)
 from consumer.sketch import QuantileSketch
 from consumer.validate import (
     EVENT_COUNT_FIELD,
     LAST_NUMBER,
     LAST_STRING,
     MEAN,
+    SEMANTICS_NAMES,
     SUM,
     SUMMARY,
     TRUE_COUNT,
     output_names,
+    resolve_semantics,
 )
 from producers.wire import KINDS
 
 SNAPSHOT_VERSION: Final = 3
+MAX_FIELDS_PER_MEASUREMENT: Final = 1_000
+"""Distinct field names a measurement may have; an event adding more is ``too_many_fields``. The
+type registry is part of every checkpoint, so a flood of made-up field names must not grow it."""
 QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -87,6 +99,46 @@ class MeasurementTypes:
         self.registry[name] = code
         for output in output_names(name, code):
             self.owners[output] = name
+
+    def admit(self, event: Event) -> tuple[str, str] | None:
+        """Register the event's new fields (and value types); ``(reason, detail)`` when it cannot be.
+
+        Reasons: ``type_conflict`` (recorded differently before, or against the catalogue),
+        ``field_clash`` (generated names collide), ``too_many_fields``. Nothing is registered then.
+        """
+        pending: dict[str, int] = {}
+        owners = dict(self.owners)
+        for name, value in event.fields.items():
+            code_or_detail = resolve_semantics(event.kind, self.spec, name, value)
+            if isinstance(code_or_detail, str):
+                return REASON_TYPE_CONFLICT, code_or_detail
+            code = code_or_detail
+            known = self.registry.get(name)
+            if known is not None:
+                if known != code:
+                    return REASON_TYPE_CONFLICT, (
+                        f"field {name!r} of {event.measurement!r} was recorded as {SEMANTICS_NAMES[known]} "
+                        f"before; this event records it as {SEMANTICS_NAMES[code]}")
+                continue
+            for output in output_names(name, code):
+                other = owners.get(output)
+                if other is not None and other != name:
+                    what = "the per-event count" if other == EVENT_COUNT_FIELD else f"field {other!r}"
+                    return REASON_FIELD_CLASH, (f"field {name!r} of {event.measurement!r} writes "
+                                                f"{output!r}, as does {what}")
+                owners[output] = name
+            pending[name] = code
+        if pending and len(self.registry) + len(pending) > MAX_FIELDS_PER_MEASUREMENT:
+            return REASON_TOO_MANY_FIELDS, (
+                f"{event.measurement!r} already has {len(self.registry)} distinct fields, the "
+                f"limit is {MAX_FIELDS_PER_MEASUREMENT}; new here: {', '.join(map(repr, list(pending)[:5]))} "
+                "(a field name built from data, such as a user id, belongs in a tag)")
+        for name, code in pending.items():
+            self.register(name, code)
+        codes = self.codes[event.kind]
+        for name, value in event.fields.items():
+            codes.setdefault(name, {})[value.__class__] = self.registry[name]
+        return None
 
     @classmethod
     def from_registry(cls, name: str, registry: dict[str, int]) -> MeasurementTypes:
