@@ -4,9 +4,9 @@
 rejected, when a point is due); this module holds what that state is made of: a
 :class:`Window` of :class:`Series`, each series' per-field accumulators (their layouts, how an
 event folds into them and which fields they emit), the per-measurement type registry (which
-fields and value types a measurement admits), and how
-all of it is written into and read back from a snapshot. A restored state produces exactly the
-outputs the original would have, so a checkpoint is exact.
+fields and value types a measurement admits), and how all of it is written into and read back
+from a snapshot. A restored state produces exactly the outputs the original would have, so a
+checkpoint is exact.
 """
 
 from __future__ import annotations
