@@ -11,6 +11,9 @@ What is measured, with the seed's workload shape (``attachment_monitoring``: 3 t
   assumed: producer drops, dead letters and the sum are reported;
 * **emit-to-queryable latency**: single probe events emitted one at a time, each timed from
   ``emit`` until its point is returned by a query (window + idle flush + write + query polling);
+* **the worker alone**: a backlog of the same workload waiting in Redis, drained by one
+  ``python -m consumer --drain`` with nothing else running (its wall time and CPU), so the
+  worker's own ceiling shows apart from the producer sharing the machine;
 * **bot CPU per event**: ``process_time`` of the producer process (caller plus background
   flusher) divided by N, beside the same for the seed's way: influxdb-client's synchronous write
   API, one point per call, through the v2 write gateway (``tests.influx_gateway``) in front of the
@@ -44,6 +47,9 @@ RATES = (10_000, 20_000, 40_000, 80_000, 120_000, 160_000)   # offered events/s;
 DURATION_S = 3.0
 BASELINE_EVENTS = 1_500
 TARGET = 150_000
+BACKLOG = 300_000
+BACKLOG_PREFIX = "backlog"
+BACKLOG_DB = "backlog"
 """End-to-end events/s at zero loss (issue 4)."""
 PROBES = 8
 MEASUREMENTS = ("attachment_monitoring", "vector_classification", "engagement_engine_telemetry")
@@ -102,14 +108,42 @@ def _sum_events(influx: InfluxServer) -> int:
     return total
 
 
-def _start_worker(redis: RedisServer, influx: InfluxServer, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(redis: RedisServer, influx: InfluxServer, log: Path, *, prefix: str = PREFIX, db: str = DB,
+                  drain: bool = False) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
-    env.update({"TELEMETRY_REDIS_URL": redis.url, "TELEMETRY_STREAM_PREFIX": PREFIX, "TELEMETRY_SHARDS": "4",
+    env.update({"TELEMETRY_REDIS_URL": redis.url, "TELEMETRY_STREAM_PREFIX": prefix, "TELEMETRY_SHARDS": "4",
                 "TELEMETRY_WINDOW": "1s", "TELEMETRY_GRACE": "0s", "TELEMETRY_INFLUX_URL": influx.url,
-                "TELEMETRY_INFLUX_API": "v1", "TELEMETRY_INFLUX_DB": DB, "TELEMETRY_BLOCK_MS": "100",
+                "TELEMETRY_INFLUX_API": "v1", "TELEMETRY_INFLUX_DB": db, "TELEMETRY_BLOCK_MS": "100",
                 "TELEMETRY_READ_COUNT": "200", "PYTHONPATH": str(ROOT)})
+    command = [sys.executable, "-m", "consumer", *(["--drain"] if drain else [])]
     with open(log, "wb") as handle:
-        return subprocess.Popen([sys.executable, "-m", "consumer"], env=env, stdout=handle, stderr=handle)
+        return subprocess.Popen(command, env=env, stdout=handle, stderr=handle)
+
+
+def _backlog(redis: RedisServer, influx: InfluxServer, log: Path) -> dict[str, Any]:
+    """The worker alone: BACKLOG events of the same workload waiting in Redis, drained by one
+    ``python -m consumer --drain`` (nothing else running); wall time and the worker's CPU."""
+    from producers import Telemetry
+
+    influx.create_database(BACKLOG_DB)
+    tel = Telemetry(redis_url=redis.url, prefix=BACKLOG_PREFIX, shards=4, buffer_events=BACKLOG + 1)
+    start = time.time() - 5.0
+    for i in range(BACKLOG):
+        measurement, fields, tags = _event(i)
+        tel.emit(measurement, fields, tags=tags, ts=start + 3.0 * i / BACKLOG)
+    assert tel.flush(timeout=120) and tel.stats()["dropped"] == 0
+    tel.close()
+    cpu_before, started = os.times(), time.perf_counter()
+    worker = _start_worker(redis, influx, log, prefix=BACKLOG_PREFIX, db=BACKLOG_DB, drain=True)
+    code = worker.wait(timeout=600)
+    wall_s, cpu_after = time.perf_counter() - started, os.times()
+    cpu_s = (cpu_after.children_user - cpu_before.children_user
+             + cpu_after.children_system - cpu_before.children_system)
+    written = 0
+    for measurement in MEASUREMENTS:
+        rows = influx.query(f'SELECT sum("event_count") FROM "{measurement}"', db=BACKLOG_DB)
+        written += int(rows[0]["sum"]) if rows else 0
+    return {"events": BACKLOG, "written": written, "exit": code, "wall_s": wall_s, "cpu_s": cpu_s}
 
 
 def _pipeline(redis: RedisServer, influx: InfluxServer, rate: int) -> dict[str, Any]:
@@ -234,6 +268,7 @@ def run() -> str:
         runs = [_pipeline(redis, influx, rate) for rate in RATES]
         latency = _latency(redis, influx)
         baseline = _baseline(influx)
+        backlog = _backlog(redis, influx, Path(tmp) / "backlog.log")
     slower = python_speed_vs_reference()
     lat = sorted(latency)
     raw = [{k: round(v, 3) if isinstance(v, float) else v for k, v in run.items()} for run in runs]
@@ -263,6 +298,13 @@ def run() -> str:
         "and the time until queryable after the last emit grows with it.",
         "",
         *_verdict(runs, slower),
+        "",
+        f"The worker alone: a backlog of {backlog['events']:,} events of the same workload waiting in "
+        "Redis, drained by one `python -m consumer --drain` with nothing else running, took "
+        f"{backlog['wall_s']:.1f} s from start-up to exit ({backlog['events'] / backlog['wall_s']:,.0f} "
+        f"events/s) and {backlog['cpu_s']:.1f} s of its CPU ({backlog['events'] / backlog['cpu_s']:,.0f} "
+        f"events per CPU-second, start-up included); InfluxDB then held {backlog['written']:,} events "
+        f"({'exact' if backlog['written'] == backlog['events'] and backlog['exit'] == 0 else 'NOT EXACT'}).",
         "",
         f"Emit-to-queryable latency of single events (1 s window, 0 s grace, idle flush): {lat_text}.",
         f"The seed's way blocks the bot for {baseline['call_ms']:.2f} ms per event (one HTTP round trip); "
