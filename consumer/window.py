@@ -139,6 +139,7 @@ class ShardWindows:
         self._lateness_s = float(allowed_lateness_s)
         self._max_future_s = float(max_future_s)
         self._max_series = int(max_series)
+        self._alias_limit = 4 * self._max_series + 64  # tag-order memos per window (aliases, raw_aliases)
         self._overflow_tags = tuple(overflow_tags)
         self._windows: dict[int, Window] = {}
         self._measurements: dict[str, MeasurementTypes] = {}
@@ -294,7 +295,7 @@ class ShardWindows:
             window = self._windows[_floor(event.ts / self._window_s)]
             series = window.aliases.get((event.measurement, *event.tags, *event.tags.values()))
             if series is not None:  # None: collapsed by the cardinality guard, always counted here
-                if len(window.raw_aliases) >= 4 * self._max_series + 64:
+                if len(window.raw_aliases) >= self._alias_limit:
                     window.raw_aliases.clear()
                 window.raw_aliases[(result.measurement, *raw[3], *raw[3].values())] = series
         return rejection
@@ -322,7 +323,7 @@ class ShardWindows:
             series = self._new_series(window, key)
             if series.key is not key:
                 return series  # collapsed: overflow
-        if len(window.aliases) >= 4 * self._max_series + 64:
+        if len(window.aliases) >= self._alias_limit:
             window.aliases.clear()  # many tag orders: bound the memo, it refills itself
         window.aliases[(event.measurement, *event.tags, *event.tags.values())] = series
         return series

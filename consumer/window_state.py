@@ -169,7 +169,8 @@ def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts
 
     The event's stream position (``entry_ms``, ``entry_seq``, ``index``) only matters to "last"
     fields, as the tie-break between equal event times; it is a tuple, ordered like
-    :class:`~consumer.model.Position`, built only for them.
+    :class:`~consumer.model.Position`, built only when an accumulator is created or a "last"
+    field is updated.
     """
     for name, value in fields.items():
         acc = accumulators.get(name)
