@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from producers import Telemetry
+from producers._sender import client_from_url
 from tests.services import RedisServer, free_port
 from tests.test_producer_support import duplicates, read_batches, read_events
 
@@ -56,6 +57,20 @@ def test_100k_events_from_threads_arrive_exactly_once(redis_server: RedisServer)
     assert tel.stats() == {"emitted": 100_000, "sent": 100_000, "dropped": 0, "buffered": 0, "errors": 0,
                            "send_failures": 0}
     tel.close(5)
+
+
+def test_large_entries_are_sent_without_copying_their_payload(redis_server: RedisServer) -> None:
+    """The flusher's client hands a large payload to the socket as it is (no packed copy), and
+    Redis stores it byte for byte."""
+    client = client_from_url(redis_server.url)
+    payload = os.urandom(100_000)
+    connection = client.connection_pool.make_connection()
+    chunks = connection.pack_commands([("XADD", "copy-check", "*", "d", payload)])
+    assert any(chunk is payload for chunk in chunks)
+    client.xadd("copy-check", {"d": payload})
+    assert client.xrange("copy-check")[0][1][b"d"] == payload
+    connection.disconnect()
+    client.close()
 
 
 def test_redis_killed_and_restarted_loses_nothing_within_bound(redis_server: RedisServer) -> None:
