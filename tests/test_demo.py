@@ -188,3 +188,28 @@ def test_demo_never_probes_an_unnamed_default_redis_or_influxdb(monkeypatch: pyt
     assert summary["services"]["redis"]["kind"] == "fakeredis"
     assert summary["services"]["influx"]["kind"] == "file"
     assert not any(":6379" in url or ":8086" in url for url in probed), probed
+
+
+def test_summary_fits_every_catalogued_measurement_name_in_80_columns() -> None:
+    """The human summary names each measurement in full on a narrow console (a log file, CI)."""
+    from rich.console import Console
+
+    from consumer.cli.demo import print_summary
+    from consumer.demo import DemoSummary
+
+    names = sorted(CATALOGUE)
+    total = 1_000 * len(names)
+    summary = DemoSummary(
+        duration_s=3.0, messages=10, events_sent=dict.fromkeys(names, 1_000), events_total=total,
+        producer={}, worker={"events_in": total, "points_out": 5 * len(names)},
+        points={name: {"points": 5, "events": 1_000} for name in names},
+        dead_letters={"invalid_value": 2}, dead_letters_by_measurement={names[0]: 2},
+        risk_levels={"HIGH": 3, "LOW": 4}, services={}, settings={},
+        queries={"influxql": "SELECT 1", "flux": "from()"})
+    console = Console(width=80, record=True)
+    print_summary(summary, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert [name for name in names if name not in text] == []
+    assert "dead letters: invalid_value 2 (see them: telemetry dlq list)\n" in text
+    assert "risk levels checked: HIGH 3, LOW 4\n" in text

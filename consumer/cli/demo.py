@@ -35,10 +35,14 @@ from consumer.demo import DemoOptions, DemoSummary, run_demo
 def print_summary(summary: DemoSummary, console: Console) -> None:
     """The human summary: sent vs written per measurement, dead letters, the queries."""
     table = Table(
-        title=f"{summary.messages:,} messages, {summary.events_total:,} events in {summary.duration_s:.1f}s"
+        title=f"{summary.messages:,} messages, {summary.events_total:,} events in {summary.duration_s:.1f}s",
+        caption="sent: events the demo emitted; points: points written to InfluxDB; in points: events "
+                "their event_count fields add up to; dead: dead letters",
     )
-    for column in ("measurement", "events sent", "points written", "events in points", "dead letters"):
-        table.add_column(column, justify="left" if column == "measurement" else "right")
+    # short headers: full measurement names must fit 80 columns (a log file, a narrow terminal)
+    table.add_column("measurement", justify="left", no_wrap=True)
+    for column in ("sent", "points", "in points", "dead"):
+        table.add_column(column, justify="right")
     for name, sent in summary.events_sent.items():
         landed = summary.points.get(name, {})
         events = landed.get("events", 0)
@@ -55,10 +59,9 @@ def print_summary(summary: DemoSummary, console: Console) -> None:
     dead = ", ".join(f"{reason} {n}" for reason, n in summary.dead_letters.items()) or "none"
     if summary.dead_letters:
         dead += " (see them: telemetry dlq list)"
-    console.print(
-        f"dead letters: {dead}    risk levels checked: "
-        + ", ".join(f"{level} {n}" for level, n in summary.risk_levels.items())
-    )
+    console.print(f"dead letters: {dead}")
+    levels = ", ".join(f"{level} {n}" for level, n in summary.risk_levels.items()) or "none"
+    console.print(f"risk levels checked: {levels}")
     console.print(
         f"worker: {summary.worker.get('events_in', 0):,} events in, "
         f"{summary.worker.get('points_out', 0):,} points out"
