@@ -328,8 +328,9 @@ def _blocked_xadd(redis: RedisServer) -> str:
             f"{blocked:,} | – | – | {blocked:,} ({outcome}) | 1 |")
 
 
-def _throughput(redis: RedisServer) -> tuple[list[str], int]:
-    """Flat-out rate (what overflows) and paced rates; returns rows and the best rate with no drop."""
+def _throughput(redis: RedisServer) -> tuple[list[str], int, int]:
+    """Flat-out rate (what overflows) and paced rates; rows and the best rate with no drop, with the
+    collector's defaults and tuned."""
     rows = []
     flat = Telemetry(redis_url=redis.url, buffer_events=100_000)
     calls = 1_000_000
@@ -342,12 +343,19 @@ def _throughput(redis: RedisServer) -> tuple[list[str], int]:
     flat.close(10)
     rows.append(f"| flat out, {calls:,} events | {calls / elapsed:,.0f} | {s['sent']:,} | {s['dropped']:,} "
                 f"({s['dropped'] / calls:.1%}) |")
-    sustainable = 0
+    sustainable = tuned = 0
     for rate in PACED_RATES:
         s, achieved = _paced_run(redis, rate)
-        if s["dropped"] == 0 and achieved >= 0.98 * rate:
+        if _sustained(s, achieved, rate):
             sustainable = max(sustainable, rate)
         rows.append(_paced_row(f"paced at {rate:,}/s for 2 s", s, achieved))
+    for rate in PACED_RATES[-3:]:
+        with _host_collector_tuned():
+            s, achieved = _paced_run(redis, rate)
+        if _sustained(s, achieved, rate):
+            tuned = max(tuned, rate)
+        rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, the host's collector tuned as "
+                               "docs/scaling.md suggests", s, achieved))
     for rate in PACED_RATES[-3:]:
         gc.disable()   # attribution only: which share of the limit is the collector's
         try:
@@ -356,7 +364,26 @@ def _throughput(redis: RedisServer) -> tuple[list[str], int]:
             gc.enable()
         rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, Python's garbage collector paused "
                                "(attribution only)", s, achieved))
-    return rows, sustainable
+    return rows, sustainable, tuned
+
+
+@contextlib.contextmanager
+def _host_collector_tuned() -> Iterator[None]:
+    """What docs/scaling.md suggests to a bot emitting at very high rates: ``gc.freeze()`` after
+    start-up and young collections every 50,000 allocations; the defaults come back afterwards."""
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _sustained(stats: dict[str, int], achieved: float, rate: int) -> bool:
+    return stats["dropped"] == 0 and achieved >= 0.98 * rate
 
 
 def _paced_row(load: str, stats: dict[str, int], achieved: float) -> str:
@@ -418,8 +445,9 @@ def _encoder_split() -> tuple[float, float, float]:
     return results[0], results[1], results[2]
 
 
-def _verdicts(figures: dict[str, tuple[float, ...]], sustainable: int, frozen: dict[str, float],
+def _verdicts(figures: dict[str, tuple[float, ...]], rates: tuple[int, int], frozen: dict[str, float],
               slower: float) -> list[str]:
+    sustainable, tuned = rates
     median, p99, _caller, _cpu = figures[OURS]
     cpu = max(figures[OURS][3], figures[OURS_FRESH][3])   # the worse of constant and varying tags
     floor = figures[FLOOR][0]
@@ -430,7 +458,10 @@ def _verdicts(figures: dict[str, tuple[float, ...]], sustainable: int, frozen: d
         (f"emit p99 ≤ 5 µs: {p99:,.0f} ns", p99 <= 5_000),
         (f"total CPU ≤ 2 µs per event (caller + flusher, worse of the two emit rows): {cpu:.2f} µs",
          cpu <= 2.0),
-        (f"≥ 400,000 events/s sustained with nothing dropped: {sustainable:,}/s", sustainable >= 400_000),
+        (f"≥ 400,000 events/s sustained with nothing dropped: {sustainable:,}/s (with the host's garbage "
+         "collector tuned as docs/scaling.md suggests: "
+         f"{f'{tuned:,}/s' if tuned else 'none'} of the top three rates)",
+         sustainable >= 400_000),
         (f"no emit over 1 ms while Redis is paused: worst {frozen['worst_ms']:,.2f} ms "
          f"(full garbage collections of the process during the calls: {frozen['full_gcs']:.0f}; with "
          f"the collector paused the worst was {frozen['worst_no_gc_ms']:,.2f} ms, see below)",
@@ -471,7 +502,7 @@ def run() -> str:
                       *_influx(stack, workdir), _xadd(redis)]
         recording, figures = _recording_rows(candidates)
         frozen, memory, frozen_figures = _frozen_redis(redis)
-        throughput, sustainable = _throughput(redis)
+        throughput, sustainable, tuned = _throughput(redis)
     wire_ns, fresh_one_ns, fresh_four_ns = _encoder_split()
     return "\n".join([
         "## Producer: the caller's cost, CPU per event, a frozen Redis, throughput",
@@ -488,7 +519,7 @@ def run() -> str:
         "",
         "Targets (from the issue):",
         "",
-        *_verdicts(figures, sustainable, frozen_figures, python_speed_vs_reference()),
+        *_verdicts(figures, (sustainable, tuned), frozen_figures, python_speed_vs_reference()),
         "",
         f"**Sustainable rate** into one redis-server from one process, nothing dropped: {sustainable:,} "
         "events/s on this run (the highest paced rate that was met with zero drops). The CPU-bound "
@@ -533,9 +564,11 @@ def run() -> str:
         "is a tuple holding the caller's dicts, which the collector tracks; once the flusher falls "
         "behind, events wait long enough to reach the oldest generation, and every quarter more of "
         "those starts a full collection that walks every object of the process while holding the "
-        "interpreter lock. The last rows repeat the top rates with the collector paused (attribution "
-        "only: a library cannot pause its host's collector). The next lever is a buffer the collector "
-        "does not track.",
+        "interpreter lock. The last rows repeat the top rates, first with the host's collector tuned "
+        "as [docs/scaling.md](../docs/scaling.md) suggests to bots emitting that much (`gc.freeze()` "
+        "after start-up, `gc.set_threshold(50_000, 10, 10)`), then with it paused (attribution only). "
+        "The sustainable rate above is judged with the defaults: a library cannot set its host's "
+        "collector. On the library's side, the next lever is a buffer the collector does not track.",
         "",
         "| load | achieved events/s (caller) | delivered | dropped |",
         "|---|---:|---:|---:|",
