@@ -32,34 +32,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.producer_frozen import frozen_redis
+from bench.producer_throughput import throughput
+from bench.producer_workload import FIELDS, MEASUREMENT, TAGS, fresh_tags, pct, per_call
 from producers import Telemetry
 from producers._encode import BatchEncoder
 from tests.services import InfluxServer, RedisServer
 
-MEASUREMENT = "attachment_monitoring"
-TAGS = {"user_id": "u42", "bot_name": "elena", "risk_level": "HIGH"}
-FIELDS = {"emotional_intensity": 0.82, "interaction_frequency": 14.0, "dependency_count": 3,
-          "consecutive_days": 6, "intervention_provided": True}
 FAST_CALLS = 100_000
 REPEATS = 3
-PACED_RATES = (100_000, 200_000, 250_000, 300_000, 350_000, 400_000, 500_000)
 SLOW_CALLS = 300
-_pc = time.perf_counter_ns
-
-
-def _per_call(record: Callable[[], Any], calls: int) -> list[int]:
-    """Sorted ns of single calls, each timed alone."""
-    timings = [0] * calls
-    for i in range(calls):
-        started = _pc()
-        record()
-        timings[i] = _pc() - started
-    timings.sort()
-    return timings
-
-
-def _pct(sorted_ns: list[int], fraction: float) -> int:
-    return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * fraction))]
 
 
 def _cpu_costs(record: Callable[[], Any], finish: Callable[[], Any], calls: int) -> tuple[float, float]:
@@ -102,7 +84,7 @@ def _ours(redis: RedisServer, stack: contextlib.ExitStack) -> list[_Candidate]:
     stack.callback(tel.close)
     bound = tel.bind(MEASUREMENT, bot_name="elena", risk_level="HIGH")
     user = {"user_id": "u42"}
-    users = itertools.cycle([_tags(i) for i in range(5_000)])   # built beforehand: not the caller's cost
+    users = itertools.cycle([fresh_tags(i) for i in range(5_000)])   # built beforehand: not the caller's cost
     buffer: collections.deque[Any] = collections.deque(maxlen=1_000_000)
     append, now = buffer.append, time.time
     return [
@@ -223,8 +205,8 @@ def _recording_rows(candidates: list[_Candidate]) -> tuple[list[str], dict[str, 
         calls, costs = [], []
         for _ in range(REPEATS):
             gc.collect()
-            timings = _per_call(candidate.record, candidate.calls)
-            calls.append((_pct(timings, 0.5), _pct(timings, 0.99)))
+            timings = per_call(candidate.record, candidate.calls)
+            calls.append((pct(timings, 0.5), pct(timings, 0.99)))
             candidate.finish()   # no backlog from this phase may be billed to the next
             costs.append(_cpu_costs(candidate.record, candidate.finish, candidate.calls))
         (median, p99), (caller, cpu) = min(calls), min(costs, key=lambda cost: cost[1])
@@ -232,188 +214,6 @@ def _recording_rows(candidates: list[_Candidate]) -> tuple[list[str], dict[str, 
         rows.append(f"| {candidate.name} | {median:,} | {p99:,} | {caller:,.0f} | {cpu:,.2f} | "
                     f"{candidate.calls:,} | {candidate.note} |")
     return rows, figures
-
-
-def _tags(i: int) -> dict[str, str]:
-    """A fresh tag dict per event, as bot code builds it (5,000 users)."""
-    return {"user_id": f"u{i % 5000}", "bot_name": "elena", "risk_level": "HIGH"}
-
-
-def _rss_mib() -> float:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * 4096 / 2**20
-
-
-def _frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, float]]:
-    """Worst single emit, and memory, while Redis is stopped with SIGSTOP; rows and figures."""
-    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
-    tel.emit(MEASUREMENT, FIELDS, TAGS)
-    tel.flush(10)
-    floor: collections.deque[Any] = collections.deque(maxlen=100_000)
-    append, now = floor.append, time.time
-    memory, rss, emitted = [], [], []
-    redis.pause()
-    try:
-        ours, full_collections = _per_call_counting_gc(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
-        gc.disable()  # attribution only: no library can pause its host's collector
-        try:
-            no_gc = _per_call(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
-        finally:
-            gc.enable()
-        base = _per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
-        for _ in range(5):
-            for i in range(200_000):
-                tel.emit(MEASUREMENT, FIELDS, _tags(i))
-            gc.collect()
-            stats = tel.stats()
-            rss.append(_rss_mib())
-            emitted.append(stats["emitted"])
-            memory.append(f"| {stats['emitted']:,} | {rss[-1]:,.1f} | {stats['buffered']:,} | "
-                          f"{stats['dropped']:,} |")
-    finally:
-        redis.resume()
-    tel.close(30)
-    collections_ran = f"{full_collections} full garbage collection{'' if full_collections == 1 else 's'}"
-    rows = [_frozen_row(f"Telemetry.emit, 200,000 calls into the frozen Redis ({collections_ran} "
-                        "during them)", ours),
-            _frozen_row("Telemetry.emit, the same with Python's garbage collector paused (attribution only)",
-                        no_gc),
-            _frozen_row("deque append (floor), same conditions", base),
-            _blocked_xadd(redis)]
-    figures = {"worst_ms": ours[-1] / 1e6, "worst_no_gc_ms": no_gc[-1] / 1e6, "full_gcs": full_collections,
-               "rss_first": rss[1], "rss_last": rss[-1],   # [0]: the bound may still be filling
-               "emitted_first": emitted[1], "emitted_last": emitted[-1]}
-    return rows, memory, figures
-
-
-def _per_call_counting_gc(record: Callable[[], object], calls: int) -> tuple[list[int], int]:
-    """:func:`_per_call`, and how many full (generation 2) garbage collections ran meanwhile."""
-    full: list[int] = []
-
-    def count(phase: str, info: dict[str, int]) -> None:
-        if phase == "start" and info["generation"] == 2:
-            full.append(1)
-
-    gc.callbacks.append(count)
-    try:
-        return _per_call(record, calls), len(full)
-    finally:
-        gc.callbacks.remove(count)
-
-
-def _frozen_row(name: str, timings: list[int]) -> str:
-    slow = sum(1 for t in timings if t > 100_000)
-    return (f"| {name} | {_pct(timings, 0.5):,} | {_pct(timings, 0.99):,} | {_pct(timings, 0.9999):,} | "
-            f"{timings[-1]:,} | {slow} |")
-
-
-def _blocked_xadd(redis: RedisServer) -> str:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client = redis.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 0))
-    client.ping()
-    redis.pause()
-    try:
-        started = _pc()
-        try:
-            client.xadd("bench:raw", {"x": "1"})
-            outcome = "answered"
-        except Exception as exc:  # expected: the frozen server never answers
-            outcome = f"then {type(exc).__name__}"
-        blocked = _pc() - started
-    finally:
-        redis.resume()
-    return (f"| one XADD per event (socket timeout 1 s; redis-py's default is none: it waits for Redis) | "
-            f"{blocked:,} | – | – | {blocked:,} ({outcome}) | 1 |")
-
-
-def _throughput(redis: RedisServer) -> tuple[list[str], int, int]:
-    """Flat-out rate (what overflows) and paced rates; rows and the best rate with no drop, with the
-    collector's defaults and tuned."""
-    rows = []
-    flat = Telemetry(redis_url=redis.url, buffer_events=100_000)
-    calls = 1_000_000
-    started = time.perf_counter()
-    for i in range(calls):
-        flat.emit(MEASUREMENT, FIELDS, _tags(i))
-    elapsed = time.perf_counter() - started
-    flat.flush(60)
-    s = flat.stats()
-    flat.close(10)
-    rows.append(f"| flat out, {calls:,} events | {calls / elapsed:,.0f} | {s['sent']:,} | {s['dropped']:,} "
-                f"({s['dropped'] / calls:.1%}) |")
-    sustainable = tuned = 0
-    for rate in PACED_RATES:
-        s, achieved = _paced_run(redis, rate)
-        if _sustained(s, achieved, rate):
-            sustainable = max(sustainable, rate)
-        rows.append(_paced_row(f"paced at {rate:,}/s for 2 s", s, achieved))
-    for rate in PACED_RATES[-3:]:
-        with _host_collector_tuned():
-            s, achieved = _paced_run(redis, rate)
-        if _sustained(s, achieved, rate):
-            tuned = max(tuned, rate)
-        rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, the host's collector tuned as "
-                               "docs/scaling.md suggests", s, achieved))
-    for rate in PACED_RATES[-3:]:
-        gc.disable()   # attribution only: which share of the limit is the collector's
-        try:
-            s, achieved = _paced_run(redis, rate)
-        finally:
-            gc.enable()
-        rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, Python's garbage collector paused "
-                               "(attribution only)", s, achieved))
-    return rows, sustainable, tuned
-
-
-@contextlib.contextmanager
-def _host_collector_tuned() -> Iterator[None]:
-    """What docs/scaling.md suggests to a bot emitting at very high rates: ``gc.freeze()`` after
-    start-up and young collections every 50,000 allocations; the defaults come back afterwards."""
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
-
-
-def _sustained(stats: dict[str, int], achieved: float, rate: int) -> bool:
-    return stats["dropped"] == 0 and achieved >= 0.98 * rate
-
-
-def _paced_row(load: str, stats: dict[str, int], achieved: float) -> str:
-    return (f"| {load} | {achieved:,.0f} | {stats['sent']:,} | {stats['dropped']:,} "
-            f"({stats['dropped'] / max(1, stats['emitted']):.1%}) |")
-
-
-def _paced_run(redis: RedisServer, rate: int) -> tuple[dict[str, int], float]:
-    """A fresh producer paced at ``rate`` for 2 s, flushed: its stats and the rate achieved."""
-    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
-    achieved = _paced(tel, rate, seconds=2.0)
-    tel.flush(60)
-    stats = tel.stats()
-    tel.close(10)
-    return stats, achieved
-
-
-def _paced(tel: Telemetry, rate: int, *, seconds: float) -> float:
-    """Emit at ``rate`` events/s in chunks of 1,000 (5,000 users); return the rate achieved."""
-    chunk = 1_000
-    started = time.perf_counter()
-    sent = 0
-    while sent < rate * seconds:
-        for i in range(sent, sent + chunk):
-            tel.emit(MEASUREMENT, FIELDS, _tags(i))
-        sent += chunk
-        ahead = started + sent / rate - time.perf_counter()
-        if ahead > 0:
-            time.sleep(ahead)
-    return sent / (time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -430,7 +230,7 @@ def _encoder_split() -> tuple[float, float, float]:
     to the third is the shard lookup (cache key of a fresh dict)."""
     n, batch = 200_000, 2_000
     same = [(0, MEASUREMENT, 1.7e9 + i, TAGS, FIELDS) for i in range(n)]
-    fresh = [(0, MEASUREMENT, 1.7e9 + i, _tags(i), FIELDS) for i in range(n)]
+    fresh = [(0, MEASUREMENT, 1.7e9 + i, fresh_tags(i), FIELDS) for i in range(n)]
     results = []
     for shards, events in ((1, same), (1, fresh), (4, fresh)):
         encoder = BatchEncoder(shards)
@@ -501,8 +301,8 @@ def run() -> str:
         candidates = [*_ours(redis, stack), _prometheus(), _opentelemetry(stack), _statsd(stack),
                       *_influx(stack, workdir), _xadd(redis)]
         recording, figures = _recording_rows(candidates)
-        frozen, memory, frozen_figures = _frozen_redis(redis)
-        throughput, sustainable, tuned = _throughput(redis)
+        frozen, memory, frozen_figures = frozen_redis(redis)
+        throughput_rows, sustainable, tuned = throughput(redis)
     wire_ns, fresh_one_ns, fresh_four_ns = _encoder_split()
     return "\n".join([
         "## Producer: the caller's cost, CPU per event, a frozen Redis, throughput",
@@ -572,5 +372,5 @@ def run() -> str:
         "",
         "| load | achieved events/s (caller) | delivered | dropped |",
         "|---|---:|---:|---:|",
-        *throughput,
+        *throughput_rows,
     ])

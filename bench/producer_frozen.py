@@ -1,0 +1,99 @@
+"""The producer benchmark's frozen-Redis section: the worst single emit and memory under SIGSTOP."""
+
+from __future__ import annotations
+
+import collections
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.producer_workload import FIELDS, MEASUREMENT, TAGS, fresh_tags, pct, per_call, rss_mib
+from producers import Telemetry
+from tests.services import RedisServer
+
+_pc = time.perf_counter_ns
+
+
+def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, float]]:
+    """Worst single emit, and memory, while Redis is stopped with SIGSTOP; rows and figures."""
+    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
+    tel.emit(MEASUREMENT, FIELDS, TAGS)
+    tel.flush(10)
+    floor: collections.deque[Any] = collections.deque(maxlen=100_000)
+    append, now = floor.append, time.time
+    memory, rss, emitted = [], [], []
+    redis.pause()
+    try:
+        ours, full_collections = _per_call_counting_gc(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
+        gc.disable()  # attribution only: no library can pause its host's collector
+        try:
+            no_gc = per_call(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
+        finally:
+            gc.enable()
+        base = per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
+        for _ in range(5):
+            for i in range(200_000):
+                tel.emit(MEASUREMENT, FIELDS, fresh_tags(i))
+            gc.collect()
+            stats = tel.stats()
+            rss.append(rss_mib())
+            emitted.append(stats["emitted"])
+            memory.append(f"| {stats['emitted']:,} | {rss[-1]:,.1f} | {stats['buffered']:,} | "
+                          f"{stats['dropped']:,} |")
+    finally:
+        redis.resume()
+    tel.close(30)
+    collections_ran = f"{full_collections} full garbage collection{'' if full_collections == 1 else 's'}"
+    rows = [_frozen_row(f"Telemetry.emit, 200,000 calls into the frozen Redis ({collections_ran} "
+                        "during them)", ours),
+            _frozen_row("Telemetry.emit, the same with Python's garbage collector paused (attribution only)",
+                        no_gc),
+            _frozen_row("deque append (floor), same conditions", base),
+            _blocked_xadd(redis)]
+    figures = {"worst_ms": ours[-1] / 1e6, "worst_no_gc_ms": no_gc[-1] / 1e6, "full_gcs": full_collections,
+               "rss_first": rss[1], "rss_last": rss[-1],   # [0]: the bound may still be filling
+               "emitted_first": emitted[1], "emitted_last": emitted[-1]}
+    return rows, memory, figures
+
+
+def _per_call_counting_gc(record: Callable[[], object], calls: int) -> tuple[list[int], int]:
+    """:func:`_per_call`, and how many full (generation 2) garbage collections ran meanwhile."""
+    full: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(1)
+
+    gc.callbacks.append(count)
+    try:
+        return per_call(record, calls), len(full)
+    finally:
+        gc.callbacks.remove(count)
+
+
+def _frozen_row(name: str, timings: list[int]) -> str:
+    slow = sum(1 for t in timings if t > 100_000)
+    return (f"| {name} | {pct(timings, 0.5):,} | {pct(timings, 0.99):,} | {pct(timings, 0.9999):,} | "
+            f"{timings[-1]:,} | {slow} |")
+
+
+def _blocked_xadd(redis: RedisServer) -> str:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.client(socket_timeout=1.0, retry=Retry(NoBackoff(), 0))
+    client.ping()
+    redis.pause()
+    try:
+        started = _pc()
+        try:
+            client.xadd("bench:raw", {"x": "1"})
+            outcome = "answered"
+        except Exception as exc:  # expected: the frozen server never answers
+            outcome = f"then {type(exc).__name__}"
+        blocked = _pc() - started
+    finally:
+        redis.resume()
+    return (f"| one XADD per event (socket timeout 1 s; redis-py's default is none: it waits for Redis) | "
+            f"{blocked:,} | – | – | {blocked:,} ({outcome}) | 1 |")
