@@ -10,6 +10,7 @@ everything after it in that shard are resent, never a later one alone.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -30,15 +31,19 @@ def _uncopied_command_packer() -> dict[str, Any]:
     With hiredis installed, redis-py packs every command into one new bytes object, payload
     included: for the flusher's entries (hundreds of kilobytes) that copy costs more CPU than the
     socket write. redis-py's own serializer keeps values above 6,000 bytes as separate chunks.
-    Replies are still parsed by hiredis. Empty when this redis-py has no such option.
+    Replies are still parsed by hiredis. Empty when this redis-py has no such option: an option
+    its connections rejected would fail every send.
     """
     try:
         from redis._parsers.encoders import Encoder
-        from redis.connection import PythonRespSerializer  # type: ignore[attr-defined]
-    except ImportError:  # an older or newer layout: keep redis-py's default
+        from redis.connection import AbstractConnection, PythonRespSerializer  # type: ignore[attr-defined]
+
+        if "command_packer" not in inspect.signature(AbstractConnection.__init__).parameters:
+            return {}
+        encode = Encoder("utf-8", "strict", False).encode  # type: ignore[no-untyped-call]
+        return {"command_packer": PythonRespSerializer(6000, encode)}
+    except Exception:  # another redis-py layout: keep its default packer
         return {}
-    encode = Encoder("utf-8", "strict", False).encode  # type: ignore[no-untyped-call]
-    return {"command_packer": PythonRespSerializer(6000, encode)}
 
 
 def client_from_url(url: str, *, socket_timeout_s: float = 5.0, connect_timeout_s: float = 2.0) -> Any:

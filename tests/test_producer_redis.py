@@ -73,6 +73,21 @@ def test_large_entries_are_sent_without_copying_their_payload(redis_server: Redi
     client.close()
 
 
+def test_client_keeps_the_default_packer_where_redis_py_lacks_the_option(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redis-py whose connections take no ``command_packer`` gets none (it would fail every send)."""
+    import inspect
+
+    from producers import _sender
+
+    monkeypatch.setattr(inspect, "signature", lambda _function: inspect.Signature())
+    assert _sender._uncopied_command_packer() == {}
+    client = client_from_url(redis_server.url)
+    client.xadd("packer-check", {"d": b"x" * 10_000})
+    assert client.xlen("packer-check") == 1
+    client.close()
+
+
 def test_redis_killed_and_restarted_loses_nothing_within_bound(redis_server: RedisServer) -> None:
     tel = Telemetry(redis_url=redis_server.url, flush_interval_ms=20, buffer_events=50_000)
     total = 0
