@@ -26,10 +26,12 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgpack
 import redis
 from redis.cluster import RedisCluster
 
-from consumer.model import DeadLetter
+from consumer.line_protocol import encode_point
+from consumer.model import DeadLetter, Point
 from producers.keys import dlq_key
 
 DEFAULT_DLQ_MAXLEN: Final = 1_000_000
@@ -47,6 +49,23 @@ def identity(letter: DeadLetter) -> str:
     digest = hashlib.blake2b(letter.payload, digest_size=8).hexdigest()
     index = "" if letter.index is None else str(letter.index)
     return f"{letter.source}|{letter.entry_id}|{index}|{letter.reason}|{digest}"
+
+
+def packed_payload(value: Any) -> bytes:
+    """A rejected event or undecodable entry as the letter's ``payload``: msgpack, or its repr
+    where msgpack cannot encode it."""
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        return repr(value).encode()
+
+
+def point_payload(point: Point) -> bytes:
+    """A point InfluxDB rejected as the letter's ``payload``: its line, or its repr."""
+    try:
+        return encode_point(point).encode()
+    except (TypeError, ValueError):
+        return repr(point).encode()
 
 
 def _score_ms(letter: DeadLetter) -> int:

@@ -41,15 +41,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import msgpack
 import redis
 
 from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig, redact_url
-from consumer.deadletter import DeadLetterWriter
+from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload
 from consumer.errors import GroupMissing
 from consumer.lease import LeaseManager
-from consumer.line_protocol import encode_point
 from consumer.metrics import Metrics
 from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
@@ -270,7 +268,7 @@ class Worker:
             try:
                 batch = decode_entry(entry.fields)
             except WireError as exc:
-                raw = msgpack.packb(dict(entry.fields), use_bin_type=True)
+                raw = packed_payload(dict(entry.fields))
                 self._dead(state, DeadLetter(exc.reason, exc.detail, source, entry.entry_id, None, raw))
                 continue
             if not state.dedupe.admit(batch.producer_id, batch.sequence, key[0]):
@@ -296,7 +294,8 @@ class Worker:
             chunk = events[start:start + RENEW_EVERY_EVENTS]
             rejected += record_batch(chunk, key[0], key[1], now, privacy, start)
         for index, reason, detail in rejected:
-            self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, _pack(events[index])))
+            payload = packed_payload(events[index])
+            self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, payload))
         return len(events) - len(rejected)
 
     def _dead(self, state: ShardState, letter: DeadLetter) -> None:
@@ -322,7 +321,7 @@ class Worker:
         self.stats.count(state.shard, "points_out", result.written)
         source = self.source.stream(state.shard)
         for point, message in result.rejected:
-            line = _line(point)
+            line = point_payload(point)
             letter = DeadLetter(REASON_REJECTED, message, source, "", None, line,
                                 {"measurement": point.measurement, "time_ns": str(point.time_ns)})
             self._dead(state, letter)
@@ -403,20 +402,6 @@ class Worker:
             self._logged.discard(key)
             return True
         return False
-
-
-def _pack(raw_event: Any) -> bytes:
-    try:
-        return msgpack.packb(raw_event, use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError):
-        return repr(raw_event).encode()
-
-
-def _line(point: Point) -> bytes:
-    try:
-        return encode_point(point).encode()
-    except (TypeError, ValueError):
-        return repr(point).encode()
 
 
 def run_worker(config: WorkerConfig) -> int:
