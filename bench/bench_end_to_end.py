@@ -144,17 +144,26 @@ def _backlog(redis: RedisServer, influx: InfluxServer, log: Path) -> dict[str, A
         tel.emit(measurement, fields, tags=tags, ts=start + 3.0 * i / BACKLOG)
     assert tel.flush(timeout=120) and tel.stats()["dropped"] == 0
     tel.close()
-    cpu_before, started = os.times(), time.perf_counter()
-    worker = _start_worker(redis, influx, log, prefix=BACKLOG_PREFIX, db=BACKLOG_DB, drain=True)
-    code = worker.wait(timeout=600)
-    wall_s, cpu_after = time.perf_counter() - started, os.times()
-    cpu_s = (cpu_after.children_user - cpu_before.children_user
-             + cpu_after.children_system - cpu_before.children_system)
+    idle_wall_s, idle_cpu_s, _ = _drain_once(redis, influx, log, prefix=BACKLOG_PREFIX + "-empty")
+    wall_s, cpu_s, code = _drain_once(redis, influx, log, prefix=BACKLOG_PREFIX)
     written = 0
     for measurement in MEASUREMENTS:
         rows = influx.query(f'SELECT sum("event_count") FROM "{measurement}"', db=BACKLOG_DB)
         written += int(rows[0]["sum"]) if rows else 0
-    return {"events": BACKLOG, "written": written, "exit": code, "wall_s": wall_s, "cpu_s": cpu_s}
+    return {"events": BACKLOG, "written": written, "exit": code, "wall_s": wall_s, "cpu_s": cpu_s,
+            "idle_wall_s": idle_wall_s, "idle_cpu_s": idle_cpu_s}
+
+
+def _drain_once(redis: RedisServer, influx: InfluxServer, log: Path, *,
+                prefix: str) -> tuple[float, float, int]:
+    """One ``python -m consumer --drain`` over ``prefix``: wall seconds, its CPU seconds, exit code.
+    On an empty prefix this is the start-up and exit cost alone."""
+    cpu_before, started = os.times(), time.perf_counter()
+    code = _start_worker(redis, influx, log, prefix=prefix, db=BACKLOG_DB, drain=True).wait(timeout=600)
+    wall_s, cpu_after = time.perf_counter() - started, os.times()
+    cpu_s = (cpu_after.children_user - cpu_before.children_user
+             + cpu_after.children_system - cpu_before.children_system)
+    return wall_s, cpu_s, code
 
 
 def _pipeline(redis: RedisServer, influx: InfluxServer, rate: int) -> dict[str, Any]:
@@ -335,7 +344,11 @@ def run() -> str:
         f"{backlog['wall_s']:.1f} s from start-up to exit ({backlog['events'] / backlog['wall_s']:,.0f} "
         f"events/s) and {backlog['cpu_s']:.1f} s of its CPU ({backlog['events'] / backlog['cpu_s']:,.0f} "
         f"events per CPU-second, start-up included); InfluxDB then held {backlog['written']:,} events "
-        f"({'exact' if backlog['written'] == backlog['events'] and backlog['exit'] == 0 else 'NOT EXACT'}).",
+        f"({'exact' if backlog['written'] == backlog['events'] and backlog['exit'] == 0 else 'NOT EXACT'}). "
+        f"The same command on empty streams (start-up and exit alone) took {backlog['idle_wall_s']:.2f} s "
+        f"and {backlog['idle_cpu_s']:.2f} s of CPU; net of that, the drain ran at "
+        f"{backlog['events'] / max(1e-9, backlog['wall_s'] - backlog['idle_wall_s']):,.0f} events/s and "
+        f"{backlog['events'] / max(1e-9, backlog['cpu_s'] - backlog['idle_cpu_s']):,.0f} per CPU-second.",
         "",
         f"Emit-to-queryable latency of single events ({WINDOW_S:g} s window, {GRACE_S:g} s grace, idle "
         f"flush): {lat_text}; target ≤ {LATENCY_TARGET_S:g} s: "
