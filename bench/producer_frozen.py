@@ -8,7 +8,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.producer_workload import FIELDS, MEASUREMENT, TAGS, fresh_tags, pct, per_call, rss_mib
+from bench.producer_workload import (
+    FIELDS,
+    MEASUREMENT,
+    TAGS,
+    collector_paused,
+    fresh_tags,
+    pct,
+    per_call,
+    rss_mib,
+)
 from producers import Telemetry
 from tests.services import RedisServer
 
@@ -26,11 +35,8 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
     redis.pause()
     try:
         ours, full_collections = _per_call_counting_gc(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
-        gc.disable()  # attribution only: no library can pause its host's collector
-        try:
+        with collector_paused():
             no_gc = per_call(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
-        finally:
-            gc.enable()
         base = per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
         for _ in range(5):
             for i in range(200_000):
@@ -58,7 +64,7 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
 
 
 def _per_call_counting_gc(record: Callable[[], object], calls: int) -> tuple[list[int], int]:
-    """:func:`_per_call`, and how many full (generation 2) garbage collections ran meanwhile."""
+    """:func:`per_call`, and how many full (generation 2) garbage collections ran meanwhile."""
     full: list[int] = []
 
     def count(phase: str, info: dict[str, int]) -> None:

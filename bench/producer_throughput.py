@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from bench.producer_workload import FIELDS, MEASUREMENT, fresh_tags
+from bench.producer_workload import FIELDS, MEASUREMENT, collector_paused, fresh_tags
 from producers import Telemetry
 from tests.services import RedisServer
 
@@ -35,21 +35,16 @@ def throughput(redis: RedisServer) -> tuple[list[str], int, int]:
         if _sustained(s, achieved, rate):
             sustainable = max(sustainable, rate)
         rows.append(_paced_row(f"paced at {rate:,}/s for 2 s", s, achieved))
-    for rate in PACED_RATES[-3:]:
-        with _host_collector_tuned():
-            s, achieved = _paced_run(redis, rate)
-        if _sustained(s, achieved, rate):
-            tuned = max(tuned, rate)
-        rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, the host's collector tuned as "
-                               "docs/scaling.md suggests", s, achieved))
-    for rate in PACED_RATES[-3:]:
-        gc.disable()   # attribution only: which share of the limit is the collector's
-        try:
-            s, achieved = _paced_run(redis, rate)
-        finally:
-            gc.enable()
-        rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, Python's garbage collector paused "
-                               "(attribution only)", s, achieved))
+    variants: tuple[tuple[str, Callable[[], contextlib.AbstractContextManager[None]]], ...] = (
+        ("the host's collector tuned as docs/scaling.md suggests", _host_collector_tuned),
+        ("Python's garbage collector paused (attribution only)", collector_paused))
+    for label, collector in variants:
+        for rate in PACED_RATES[-3:]:
+            with collector():
+                s, achieved = _paced_run(redis, rate)
+            if collector is _host_collector_tuned and _sustained(s, achieved, rate):
+                tuned = max(tuned, rate)
+            rows.append(_paced_row(f"paced at {rate:,}/s for 2 s, {label}", s, achieved))
     return rows, sustainable, tuned
 
 
