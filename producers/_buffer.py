@@ -1,14 +1,28 @@
 """The bounded event buffer and its background flusher (the core of ``BatchProcessor`` style).
 
-The caller's side is two C-level calls: ``append`` of a tuple to a ``collections.deque`` with
-``maxlen`` (atomic under the GIL; when full the deque itself discards the OLDEST event) and
-``tick``, the ``__next__`` of an ``itertools.count`` that numbers emitted events. No lock, no
-check, no I/O. Every ``wake_every``-th event also sets the flusher's Event.
+The caller's side is two C-level calls: ``extend`` of a list with the event's :data:`WIDTH` items
+(one atomic call under the GIL, so an event is never split), and ``tick``, the ``__next__`` of an
+``itertools.count`` that numbers emitted events. No lock, no check, no I/O. Every
+``check_every``-th event also runs :meth:`EventBuffer.check`, which wakes the flusher once a batch
+is waiting and keeps the bound.
 
-Exact accounting without a lock on the hot path: only the flusher removes events (``popleft``
-under ``_lock``, counting them in ``_taken``), so at any quiet moment::
+Why a flat list of items and not a deque of tuples: a tuple holding the caller's dicts is tracked
+by Python's garbage collector for as long as it is buffered, and buffered events outlive young
+collections, reach the oldest generation and make the collector run full collections over the
+whole process (tens of milliseconds each, in the caller's thread). The items themselves (strings,
+numbers, dicts of plain values) are not tracked, so a buffered event adds nothing to collect.
 
-    dropped = emitted - taken - len(buffer)
+The bound: when the list holds ``spill_events`` or more, the list's content moves to a deque of
+chunks (one list object per chunk), so that dropping the oldest never shifts the whole buffer;
+then the oldest events beyond ``buffer_events`` are dropped, whole events, oldest first. This runs
+in :meth:`check` (so memory stays flat while the flusher is stuck on a frozen Redis), before every
+take and before :meth:`stats`. Between two checks the list may hold up to ``check_every`` events
+beyond the bound; nothing reads it meanwhile.
+
+Exact accounting without a lock on the hot path: only holders of ``_lock`` remove events (the
+flusher's takes, counted in ``_taken``, and the bound's drops), so at any quiet moment::
+
+    dropped = emitted - taken - queued
 
 ``stats()`` reads ``emitted`` first and the rest under the lock; events appended in between can
 only make the figure smaller, so it is a lower bound while emitters run and exact when they
@@ -18,7 +32,7 @@ The flusher thread: wait for the Event or ``flush_interval_ms``; take up to ``ba
 (up to ``BATCHES_PER_SEND`` such batches when a backlog has built up); encode one entry per shard
 per batch; send them in one pipeline; on failure keep the same entries (same sequence numbers)
 and retry with exponential backoff and jitter, taking nothing new meanwhile, so events wait in
-the bounded deque and the oldest are dropped once it is full.
+the bounded buffer and the oldest are dropped once it is full.
 """
 
 from __future__ import annotations
@@ -32,7 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from producers._encode import BatchEncoder
+from producers._encode import WIDTH, BatchEncoder, BufferedEvent, unflatten
 from producers._sender import StreamSender
 from producers.config import ProducerConfig
 
@@ -43,6 +57,8 @@ BACKOFF_MAX_S: Final = 5.0
 DROP_LOG_INTERVAL_S: Final = 10.0
 BATCHES_PER_SEND: Final = 4
 MAX_TIMEOUT_S: Final = 1e6   # "wait forever" without overflowing lock timeouts
+CHECK_EVERY: Final = 256     # callers run EventBuffer.check once per this many events
+SPILL_EVENTS: Final = 4_096  # the list moves to a chunk at this length (or at the bound, if smaller)
 
 
 def seconds(timeout: object, default: float = 5.0) -> float:
@@ -66,13 +82,17 @@ class EventBuffer:
 
     def __init__(self, config: ProducerConfig, client_factory: Callable[[], Any], *, producer_id: str,
                  owns_client: bool) -> None:
-        self._buf: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=config.buffer_events)
-        self.append: Callable[[tuple[Any, ...]], None] = self._buf.append
+        self._buf: list[Any] = []
+        self.append: Callable[[tuple[Any, ...]], None] = self._buf.extend
+        self._chunks: collections.deque[list[Any]] = collections.deque()
+        self._chunk_items = 0
+        self._bound_items = config.buffer_events * WIDTH
+        self._spill_items = max(1, min(SPILL_EVENTS, config.buffer_events)) * WIDTH
+        self._wake_items = config.batch_max_events * WIDTH
         self._counter = itertools.count(0)
         self.tick: Callable[[], int] = self._counter.__next__
-        self.wake_every = config.batch_max_events
+        self.check_every = CHECK_EVERY
         self._wake_event = threading.Event()
-        self.wake: Callable[[], None] = self._wake_event.set
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
@@ -106,13 +126,19 @@ class EventBuffer:
     def emitted(self) -> int:
         return counter_value(self._counter)
 
+    def queued(self) -> int:
+        """Events waiting in the buffer (not yet taken by the flusher)."""
+        return (len(self._buf) + self._chunk_items) // WIDTH
+
     def stats(self) -> dict[str, int]:
         """emitted, sent, dropped, buffered (queued + in flight), errors, send_failures."""
         emitted = self.emitted()
         with self._lock:
-            queued = len(self._buf)
+            doomed = self._keep_bound()
+            queued = self.queued()
             self._dropped_seen = max(self._dropped_seen, emitted - self._taken - queued)
             dropped, errors = self._dropped_seen, self._errors
+        del doomed   # freed outside the lock
         sender = self._sender
         return {"emitted": emitted, "sent": sender.sent_events, "dropped": dropped,
                 "buffered": queued + sender.pending_events, "errors": errors,
@@ -131,8 +157,8 @@ class EventBuffer:
         target = self.emitted()
         thread = self._thread
         if thread is None or not thread.is_alive():
-            return not self._buf and not self._sender.pending
-        self.wake()
+            return not self.queued() and not self._sender.pending
+        self._wake_event.set()
         deadline = time.monotonic() + timeout_s
         with self._progress:
             while self._flushed_upto < target:
@@ -145,8 +171,8 @@ class EventBuffer:
     def close(self, timeout_s: float) -> bool:
         """Stop accepting events, drain within ``timeout_s``, stop the thread; True when all sent."""
         timeout_s = seconds(timeout_s)
-        closed: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=0)
-        self.append = closed.append   # later events vanish here and count as dropped
+        closed: collections.deque[Any] = collections.deque(maxlen=0)
+        self.append = closed.extend   # later events vanish here and count as dropped
         self._deadline = time.monotonic() + timeout_s
         self._closing = True
         self._stop_event.set()
@@ -157,7 +183,51 @@ class EventBuffer:
             if thread.is_alive():
                 return False
         self._sender.close()
-        return not self._buf and not self._sender.pending
+        return not self.queued() and not self._sender.pending
+
+    # -- the bound (callers every check_every events; the flusher and stats under the lock) ------
+
+    def check(self) -> None:
+        """Wake the flusher when a batch is waiting, and keep the bound; run by callers.
+
+        Waiting for the lock is short: a caller that blocks on it gives up the interpreter lock,
+        so a flusher holding it finishes its few C-level list operations at once.
+        """
+        size = len(self._buf)
+        if size >= self._wake_items or self._chunks:
+            self._wake_event.set()
+        if size >= self._spill_items or size + self._chunk_items > self._bound_items:
+            with self._lock:
+                doomed = self._keep_bound()
+            del doomed   # freed outside the lock
+
+    def _keep_bound(self) -> list[list[Any]]:
+        """Move a long list into a chunk, then drop the oldest events beyond the bound.
+
+        The caller holds ``_lock``. Returns the dropped items: the caller releases them after
+        the lock, as freeing thousands of events takes a while.
+        """
+        buf, chunks = self._buf, self._chunks
+        size = len(buf)
+        if size >= self._spill_items:
+            chunks.append(buf[:size])
+            del buf[:size]   # callers only add at the end meanwhile: these are the items copied
+            self._chunk_items += size
+        excess = self._chunk_items + len(buf) - self._bound_items
+        doomed: list[list[Any]] = []
+        while excess > 0 and chunks:
+            oldest = chunks[0]
+            if len(oldest) <= excess:
+                doomed.append(chunks.popleft())
+            else:
+                doomed.append(oldest[:excess])
+                del oldest[:excess]
+            self._chunk_items -= len(doomed[-1])
+            excess -= len(doomed[-1])
+        if excess > 0:
+            doomed.append(buf[:excess])
+            del buf[:excess]
+        return doomed
 
     # -- flusher thread -------------------------------------------------------------------------
 
@@ -173,13 +243,26 @@ class EventBuffer:
         except Exception:  # thread boundary: a bug here must be visible, the caller is unaffected
             logger.exception("telemetry flusher stopped by an unexpected error")
 
-    def _take(self) -> list[tuple[Any, ...]]:
+    def _take(self) -> list[BufferedEvent]:
+        """Up to ``batch_max_events`` of the oldest buffered events (after keeping the bound)."""
         with self._lock:
-            count = min(self._batch_max, len(self._buf))
-            pop = self._buf.popleft
-            events = [pop() for _ in range(count)]
-            self._taken += count
-        return events
+            doomed = self._keep_bound()
+            chunks = self._chunks
+            want = self._batch_max * WIDTH
+            if chunks:
+                items = chunks[0]
+                if len(items) <= want:
+                    chunks.popleft()
+                else:
+                    items = items[:want]
+                    del chunks[0][:want]
+                self._chunk_items -= len(items)
+            else:
+                items = self._buf[:want]
+                del self._buf[:len(items)]
+            self._taken += len(items) // WIDTH
+        del doomed
+        return unflatten(items)
 
     def _drain(self) -> None:
         """Send until the buffer is empty; give up only when closing and past the deadline."""
@@ -218,7 +301,7 @@ class EventBuffer:
                     self._errors += errors
             for shard, payload, count in entries:
                 self._sender.add(shard, payload, count)
-            if len(self._buf) < self._batch_max:
+            if self.queued() < self._batch_max:
                 break
         return staged
 
@@ -239,7 +322,7 @@ class EventBuffer:
         """Tell waiting flush() calls how far delivery got; log drops at most once per interval."""
         emitted = self.emitted()
         with self._progress:
-            queued = len(self._buf)
+            queued = self.queued()
             if not self._sender.pending:
                 self._flushed_upto = max(self._flushed_upto, emitted - queued)
             self._dropped_seen = max(self._dropped_seen, emitted - self._taken - queued)

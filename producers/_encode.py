@@ -1,4 +1,4 @@
-"""Turning buffered event tuples into one msgpack payload per shard (flusher thread only).
+"""Turning buffered events into one msgpack payload per shard (flusher thread only).
 
 The caller's thread stores events exactly as it received them, with no checks (see
 ``producers/telemetry.py``). Everything that costs something happens here instead: the tag
@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgpack
 
 from producers.keys import shard_of_series
+from producers.wire import KIND_EMIT
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +26,51 @@ SHARD_CACHE_MAX: Final = 50_000
 LOGGED_KINDS_MAX: Final = 256
 _EMPTY: Final[dict[str, str]] = {}
 
-# A buffered event: (kind, measurement, ts, tags, fields) for emit, and
+# Callers append each event as WIDTH flat items (see producers/_buffer.py for why):
+#   kind, measurement, ts, tags, extra_tags, fields (emit) or field name, value (None for emit)
+# ``extra_tags`` is None except for a bound handle's call tags (``tags`` are then its fixed ones).
+WIDTH: Final = 7
+
+# A buffered event as the encoder takes it: (kind, measurement, ts, tags, fields) for emit, and
 # (kind, measurement, ts, tags, field_name, value) for count/gauge/observe. ``tags`` is a mapping,
 # None, or a (fixed, extra) pair from a bound handle; ``ts`` is a float, an int or a datetime.
 BufferedEvent = tuple[Any, ...]
+
+
+def unflatten(items: list[Any]) -> list[BufferedEvent]:
+    """The events held by ``items`` (whole events of :data:`WIDTH` items each), in order.
+
+    Plain emits (most events) become their tuples in C (``zip`` over strided slices). The others
+    take a Python step here that gives them their wire form at once (a one-field dict for
+    count/gauge/observe, a bound handle's tags merged), so that the encoder's fast path takes
+    them; what cannot be built is left for the encoder to count as an error.
+    """
+    kinds = items[0::WIDTH]
+    extras = items[4::WIDTH]
+    events: list[BufferedEvent] = list(zip(kinds, items[1::WIDTH], items[2::WIDTH], items[3::WIDTH],
+                                           items[5::WIDTH], strict=False))   # equal lengths
+    total = len(events)
+    if kinds.count(KIND_EMIT) == total and extras.count(None) == total:
+        return events
+    values = items[6::WIDTH]
+    for i, kind in enumerate(kinds):
+        extra = extras[i]
+        if kind == KIND_EMIT and extra is None:
+            continue
+        _kind, measurement, ts, tags, fields = events[i]
+        if extra is not None:
+            try:
+                tags = {**tags, **extra}
+            except Exception:  # not mappings: to_wire meets the same problem and counts it
+                tags = (tags, extra)
+        if kind != KIND_EMIT:
+            try:
+                fields = {fields: values[i]}
+            except TypeError:  # an unhashable field name: likewise
+                events[i] = (kind, measurement, ts, tags, fields, values[i])
+                continue
+        events[i] = (kind, measurement, ts, tags, fields)
+    return events
 
 
 def _timestamp(ts: Any) -> Any:

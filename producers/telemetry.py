@@ -14,9 +14,10 @@ Usage::
     att.emit({"emotional_intensity": 0.4}, tags={"user_id": "u7", "risk_level": "LOW"})
     tel.close()
 
-The hot path (every recording method) builds one tuple, appends it to a bounded deque and
-advances a counter: no validation, no copy, no I/O, no logging, no lock, no exception. Pass
-fresh dicts (or ones you do not mutate afterwards): the tuple refers to them until the flusher
+The hot path (every recording method) builds one tuple, adds its items to the buffer's list in
+one call and advances a counter: no validation, no copy, no I/O, no logging, no lock, no
+exception. Pass
+fresh dicts (or ones you do not mutate afterwards): the buffer refers to them until the flusher
 thread encodes the batch, which happens within ``flush_interval_ms``. Everything else (tag
 merge, timestamps given as datetimes, shard hash, msgpack) runs on the flusher thread; what
 cannot be encoded is counted in ``stats()["errors"]`` and logged once per kind. Validation is
@@ -114,11 +115,11 @@ class BoundTelemetry:
         att.count("dependency_count", 3)
     """
 
-    __slots__ = ("__weakref__", "_append", "_tick", "_wake", "_wake_every", "measurement", "tags")
+    __slots__ = ("__weakref__", "_append", "_check", "_check_every", "_tick", "measurement", "tags")
     _append: Callable[[tuple[Any, ...]], None]
     _tick: Callable[[], int]
-    _wake: Callable[[], None]
-    _wake_every: int
+    _check: Callable[[], None]
+    _check_every: int
 
     def __init__(self, owner: Telemetry, measurement: str, tags: dict[str, str]) -> None:
         self.measurement = measurement
@@ -127,16 +128,15 @@ class BoundTelemetry:
 
     def emit(self, fields: Mapping[str, Any], tags: Tags = None, ts: Any = None) -> None:
         """Record one event with several fields (see :meth:`Telemetry.emit`)."""
-        self._append((KIND_EMIT, self.measurement, _time() if ts is None else ts,
-                      self.tags if tags is None else (self.tags, tags), fields))
-        if not self._tick() % self._wake_every:
-            self._wake()
+        self._append((KIND_EMIT, self.measurement, _time() if ts is None else ts, self.tags, tags, fields,
+                      None))
+        if not self._tick() % self._check_every:
+            self._check()
 
     def _one(self, kind: int, field: str, value: Any, tags: Tags, ts: Any) -> None:
-        self._append((kind, self.measurement, _time() if ts is None else ts,
-                      self.tags if tags is None else (self.tags, tags), field, value))
-        if not self._tick() % self._wake_every:
-            self._wake()
+        self._append((kind, self.measurement, _time() if ts is None else ts, self.tags, tags, field, value))
+        if not self._tick() % self._check_every:
+            self._check()
 
     def count(self, field: str, value: int = 1, tags: Tags = None, ts: Any = None) -> None:
         """Add ``value`` to a per-window sum."""
@@ -174,8 +174,8 @@ class Telemetry:
     # and by close().
     _append: Callable[[tuple[Any, ...]], None]
     _tick: Callable[[], int]
-    _wake: Callable[[], None]
-    _wake_every: int
+    _check: Callable[[], None]
+    _check_every: int
 
     def __init__(self, *, redis_url: str | None = None, prefix: str | None = None, shards: int | None = None,
                  buffer_events: int | None = None, stream_maxlen: int | None = None,
@@ -220,8 +220,8 @@ class Telemetry:
     def _copy_hot_path(self, target: Any) -> None:
         """Copy the current core's hot-path callables onto ``target`` (self or a handle)."""
         core = self._core
-        target._append, target._tick, target._wake, target._wake_every = (
-            core.append, core.tick, core.wake, core.wake_every)
+        target._append, target._tick, target._check, target._check_every = (
+            core.append, core.tick, core.check, core.check_every)
 
     def _wire(self, handle: BoundTelemetry) -> None:
         """Give a new handle the hot path, and remember it so fork and close can rewire it."""
@@ -245,27 +245,27 @@ class Telemetry:
         ``ts`` is the event time: float seconds since the epoch or an aware datetime; default now.
         ``fields`` and ``tags`` are not copied: pass dicts you do not mutate afterwards.
         """
-        self._append((KIND_EMIT, measurement, _time() if ts is None else ts, tags, fields))
-        if not self._tick() % self._wake_every:
-            self._wake()
+        self._append((KIND_EMIT, measurement, _time() if ts is None else ts, tags, None, fields, None))
+        if not self._tick() % self._check_every:
+            self._check()
 
     def count(self, measurement: str, field: str, value: int = 1, tags: Tags = None, ts: Any = None) -> None:
         """Add ``value`` (an int) to the field's per-window sum."""
-        self._append((KIND_COUNT, measurement, _time() if ts is None else ts, tags, field, value))
-        if not self._tick() % self._wake_every:
-            self._wake()
+        self._append((KIND_COUNT, measurement, _time() if ts is None else ts, tags, None, field, value))
+        if not self._tick() % self._check_every:
+            self._check()
 
     def gauge(self, measurement: str, field: str, value: float, tags: Tags = None, ts: Any = None) -> None:
         """Set the field's value; the window keeps the last one by event time."""
-        self._append((KIND_GAUGE, measurement, _time() if ts is None else ts, tags, field, value))
-        if not self._tick() % self._wake_every:
-            self._wake()
+        self._append((KIND_GAUGE, measurement, _time() if ts is None else ts, tags, None, field, value))
+        if not self._tick() % self._check_every:
+            self._check()
 
     def observe(self, measurement: str, field: str, value: float, tags: Tags = None, ts: Any = None) -> None:
         """Record a sample: the window keeps count, sum, min, max, mean, p50, p90, p99."""
-        self._append((KIND_OBSERVE, measurement, _time() if ts is None else ts, tags, field, value))
-        if not self._tick() % self._wake_every:
-            self._wake()
+        self._append((KIND_OBSERVE, measurement, _time() if ts is None else ts, tags, None, field, value))
+        if not self._tick() % self._check_every:
+            self._check()
 
     def timer(self, measurement: str, field: str, tags: Tags = None) -> Timer:
         """Time a block (``with``) or each call of a function (decorator, sync or async) in ms."""

@@ -1,0 +1,115 @@
+"""The producer's buffer: what it holds costs the garbage collector nothing, and its bound is exact."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+
+from producers import Telemetry, _buffer
+from producers._buffer import EventBuffer
+from producers._encode import WIDTH, unflatten
+from producers.config import ProducerConfig
+from producers.wire import KIND_COUNT, KIND_EMIT, KIND_GAUGE
+from tests.test_producer_support import read_events
+
+QUIET = {"flush_interval_ms": 3_600_000, "batch_max_events": 1_000_000}   # no wake by time or size
+
+
+@pytest.fixture
+def fake() -> Iterator[fakeredis.FakeRedis]:
+    client = fakeredis.FakeRedis()
+    yield client
+    client.close()
+
+
+def idle_buffer(bound: int) -> EventBuffer:
+    """A buffer whose flusher is not started: only callers and the test act on it."""
+    return EventBuffer(ProducerConfig(buffer_events=bound, **QUIET), fakeredis.FakeRedis,
+                       producer_id="0123456789abcdef", owns_client=True)
+
+
+def emit_into(core: EventBuffer, i: int) -> None:
+    """What Telemetry.emit does, with the event's number as its time and field."""
+    core.append((KIND_EMIT, "ovf", float(i), None, None, {"i": i}, None))
+    if not core.tick() % core.check_every:
+        core.check()
+
+
+def taken_numbers(core: EventBuffer) -> list[int]:
+    numbers: list[int] = []
+    while events := core._take():
+        numbers.extend(event[4]["i"] for event in events)
+    return numbers
+
+
+def test_buffered_events_add_no_objects_for_the_garbage_collector(fake: fakeredis.FakeRedis,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A buffered event holding the caller's dicts must not be a tracked container: buffered events
+    would reach the oldest generation and make full collections run in the caller's thread."""
+    monkeypatch.setattr(_buffer, "SPILL_EVENTS", 1_000_000)   # keep all 20,000 in the caller's list
+    tel = Telemetry(client=fake, buffer_events=100_000, **QUIET)
+    fields = [{"intensity": i / 10, "ok": True} for i in range(20_000)]   # plain values: untracked
+    tags = [{"user_id": f"u{i}", "bot_name": "elena"} for i in range(20_000)]
+    bound = tel.bind("attachment_monitoring", bot_name="elena")
+    tracked_before = len(gc.get_objects())
+    for i in range(5_000):
+        tel.emit("attachment_monitoring", fields[i], tags[i])
+        tel.count("engagement", "interventions", 1, tags[i + 5_000])
+        tel.observe("latency", "ms", i * 0.5, tags[i + 10_000])
+        bound.emit(fields[i + 15_000], {"user_id": f"u{i}"})
+    tracked_growth = len(gc.get_objects()) - tracked_before
+    assert tel.stats()["buffered"] == 20_000
+    assert tracked_growth < 200, f"{tracked_growth} new tracked objects for 20,000 buffered events"
+    assert tel.flush(10)
+    assert len(read_events(fake)) == 20_000
+    tel.close(1)
+
+
+@pytest.mark.parametrize(("bound", "emitted"), [(1_000, 10_000), (10_000, 25_000), (5_000, 5_000)])
+def test_bound_drops_exactly_the_oldest_and_keeps_order(bound: int, emitted: int) -> None:
+    """Beyond the bound the oldest go, counted exactly, whether the buffer spilled into chunks
+    (bound above the spill length) or not; the rest come out oldest first."""
+    core = idle_buffer(bound)
+    for i in range(emitted):
+        emit_into(core, i)
+    stats = core.stats()
+    assert (stats["emitted"], stats["dropped"], stats["buffered"]) == (emitted, emitted - bound, bound)
+    assert taken_numbers(core) == list(range(emitted - bound, emitted))
+    assert core.stats()["dropped"] == emitted - bound
+
+
+def test_callers_keep_the_bound_between_reads() -> None:
+    """The flusher may be stuck on a frozen Redis: without any stats() or take, the buffer never
+    holds more than the bound plus one check interval, and what it holds is the newest."""
+    core = idle_buffer(2_000)
+    most = 0
+    for i in range(50_000):
+        emit_into(core, i)
+        most = max(most, core.queued())
+    assert 2_000 <= most <= 2_000 + core.check_every
+    assert taken_numbers(core) == list(range(48_000, 50_000))
+
+
+def test_unflatten_gives_each_kind_its_wire_form_in_order() -> None:
+    fixed, call = {"bot_name": "elena"}, {"user_id": "u1"}
+    items = [
+        KIND_EMIT, "m", 1.0, {"a": "b"}, None, {"x": 1.0}, None,
+        KIND_COUNT, "m", 2.0, None, None, "n", 3,
+        KIND_EMIT, "m", 3.0, fixed, call, {"y": 2.0}, None,
+        KIND_GAUGE, "m", 4.0, fixed, call, "g", 0.5,
+        KIND_COUNT, "m", 5.0, None, None, ["unhashable"], 1,
+        KIND_EMIT, "m", 6.0, fixed, "not tags", {"z": 1.0}, None,
+    ]
+    assert len(items) % WIDTH == 0
+    assert unflatten(items) == [
+        (KIND_EMIT, "m", 1.0, {"a": "b"}, {"x": 1.0}),
+        (KIND_COUNT, "m", 2.0, None, {"n": 3}),
+        (KIND_EMIT, "m", 3.0, {"bot_name": "elena", "user_id": "u1"}, {"y": 2.0}),
+        (KIND_GAUGE, "m", 4.0, {"bot_name": "elena", "user_id": "u1"}, {"g": 0.5}),
+        (KIND_COUNT, "m", 5.0, None, ["unhashable"], 1),          # left for the encoder to count
+        (KIND_EMIT, "m", 6.0, (fixed, "not tags"), {"z": 1.0}),  # likewise
+    ]
+    assert fixed == {"bot_name": "elena"}   # the handle's own tags are not changed by the merge
