@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from bench.producer_workload import (
     pct,
     per_call,
     rss_mib,
+    switch_interval,
 )
 from producers import Telemetry
 from tests.services import RedisServer
@@ -25,19 +27,21 @@ _pc = time.perf_counter_ns
 
 
 def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, float]]:
-    """Worst single emit, and memory, while Redis is stopped with SIGSTOP; rows and figures."""
-    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
-    tel.emit(MEASUREMENT, FIELDS, TAGS)
-    tel.flush(10)
+    """Worst single emit, and memory, while Redis is stopped with SIGSTOP; rows and figures.
+
+    Each row starts a fresh producer and freezes Redis just before its calls, so that every row
+    includes the flusher's last batches before it finds Redis silent.
+    """
+    ours, full_collections = _frozen_calls(redis, contextlib.nullcontext)
+    no_gc, _ = _frozen_calls(redis, collector_paused)
+    short_switch, _ = _frozen_calls(redis, lambda: switch_interval(0.001))
     floor: collections.deque[Any] = collections.deque(maxlen=100_000)
     append, now = floor.append, time.time
+    base = per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
     memory, rss, emitted = [], [], []
+    tel = _started(redis)
     redis.pause()
     try:
-        ours, full_collections = _per_call_counting_gc(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
-        with collector_paused():
-            no_gc = per_call(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS), 200_000)
-        base = per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
         for _ in range(5):
             for i in range(200_000):
                 tel.emit(MEASUREMENT, FIELDS, fresh_tags(i))
@@ -55,12 +59,38 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
                         "during them)", ours),
             _frozen_row("Telemetry.emit, the same with Python's garbage collector paused (attribution only)",
                         no_gc),
-            _frozen_row("deque append (floor), same conditions", base),
+            _frozen_row("Telemetry.emit, the same with the host's switch interval at 1 ms instead of 5 "
+                        "(attribution only)", short_switch),
+            _frozen_row("deque append (floor)", base),
             _blocked_xadd(redis)]
-    figures = {"worst_ms": ours[-1] / 1e6, "worst_no_gc_ms": no_gc[-1] / 1e6, "full_gcs": full_collections,
+    figures = {"worst_ms": ours[-1] / 1e6, "worst_no_gc_ms": no_gc[-1] / 1e6,
+               "worst_short_switch_ms": short_switch[-1] / 1e6, "full_gcs": full_collections,
                "rss_first": rss[1], "rss_last": rss[-1],   # [0]: the bound may still be filling
                "emitted_first": emitted[1], "emitted_last": emitted[-1]}
     return rows, memory, figures
+
+
+def _started(redis: RedisServer) -> Telemetry:
+    """A producer with a 100,000-event bound that has delivered its first event."""
+    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
+    tel.emit(MEASUREMENT, FIELDS, TAGS)
+    tel.flush(10)
+    return tel
+
+
+def _frozen_calls(redis: RedisServer, context: Callable[[], contextlib.AbstractContextManager[Any]]
+                  ) -> tuple[list[int], int]:
+    """200,000 single emits timed alone while Redis is frozen, and the full collections meanwhile."""
+    tel = _started(redis)
+    redis.pause()
+    try:
+        with context():
+            timings, full_collections = _per_call_counting_gc(lambda: tel.emit(MEASUREMENT, FIELDS, TAGS),
+                                                              200_000)
+    finally:
+        redis.resume()
+    tel.close(30)
+    return timings, full_collections
 
 
 def _per_call_counting_gc(record: Callable[[], object], calls: int) -> tuple[list[int], int]:
