@@ -58,6 +58,7 @@ DROP_LOG_INTERVAL_S: Final = 10.0
 BATCHES_PER_SEND: Final = 4
 MAX_TIMEOUT_S: Final = 1e6   # "wait forever" without overflowing lock timeouts
 CHECK_EVERY: Final = 256     # callers run EventBuffer.check once per this many events
+CHECK_LOCK_WAIT_S: Final = 0.001
 SPILL_EVENTS: Final = 4_096  # the list moves to a chunk at this length (or at the bound, if smaller)
 
 
@@ -191,14 +192,20 @@ class EventBuffer:
         """Wake the flusher when a batch is waiting, and keep the bound; run by callers.
 
         Waiting for the lock is short: a caller that blocks on it gives up the interpreter lock,
-        so a flusher holding it finishes its few C-level list operations at once.
+        so a flusher holding it finishes its few C-level list operations at once. The wait has a
+        limit because the holder may be this very thread (an emit from a finalizer or a signal
+        handler that ran inside a locked section): then this check is skipped, not deadlocked,
+        and a later one keeps the bound.
         """
         size = len(self._buf)
         if size >= self._wake_items or self._chunks:
             self._wake_event.set()
-        if size >= self._spill_items or size + self._chunk_items > self._bound_items:
-            with self._lock:
+        over = size >= self._spill_items or size + self._chunk_items > self._bound_items
+        if over and self._lock.acquire(timeout=CHECK_LOCK_WAIT_S):
+            try:
                 doomed = self._keep_bound()
+            finally:
+                self._lock.release()
             del doomed   # freed outside the lock
 
     def _keep_bound(self) -> list[list[Any]]:

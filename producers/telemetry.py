@@ -15,10 +15,10 @@ Usage::
     tel.close()
 
 The hot path (every recording method) builds one tuple, adds its items to the buffer's list in
-one call and advances a counter: no validation, no copy, no I/O, no logging, no lock, no
-exception. Pass
-fresh dicts (or ones you do not mutate afterwards): the buffer refers to them until the flusher
-thread encodes the batch, which happens within ``flush_interval_ms``. Everything else (tag
+one call and advances a counter: no validation, no copy, no I/O, no logging, no exception, and
+no lock except a brief one every 256th event while a backlog is being bounded. Pass fresh dicts
+(or ones you do not mutate afterwards): the buffer refers to them until the flusher thread
+encodes the batch, which happens within ``flush_interval_ms``. Everything else (tag
 merge, timestamps given as datetimes, shard hash, msgpack) runs on the flusher thread; what
 cannot be encoded is counted in ``stats()["errors"]`` and logged once per kind. Validation is
 the worker's job: it dead-letters what is invalid.

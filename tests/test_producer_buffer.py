@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 
 import fakeredis
@@ -113,3 +114,23 @@ def test_unflatten_gives_each_kind_its_wire_form_in_order() -> None:
         (KIND_EMIT, "m", 6.0, (fixed, "not tags"), {"z": 1.0}),  # likewise
     ]
     assert fixed == {"bot_name": "elena"}   # the handle's own tags are not changed by the merge
+
+
+def test_an_emit_inside_a_locked_section_of_its_own_thread_does_not_deadlock() -> None:
+    """A finalizer or signal handler may emit while its thread holds the buffer's lock (say, in
+    stats()): the check it reaches must give up, not wait for itself; the bound catches up."""
+    core = idle_buffer(1_000)
+
+    def emit_while_holding_the_lock() -> None:
+        with core._lock:
+            for i in range(3_000):
+                emit_into(core, i)
+
+    thread = threading.Thread(target=emit_while_holding_the_lock, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "emit deadlocked on the buffer's lock held by its own thread"
+    assert core.queued() == 3_000   # no check could keep the bound meanwhile
+    stats = core.stats()            # the next holder of the lock does
+    assert (stats["dropped"], stats["buffered"]) == (2_000, 1_000)
+    assert taken_numbers(core) == list(range(2_000, 3_000))
