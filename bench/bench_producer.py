@@ -36,7 +36,7 @@ from bench.producer_frozen import frozen_redis
 from bench.producer_throughput import throughput
 from bench.producer_workload import FIELDS, MEASUREMENT, TAGS, fresh_tags, pct, per_call
 from producers import Telemetry
-from producers._encode import BatchEncoder
+from producers._encode import WIDTH, BatchEncoder
 from tests.services import InfluxServer, RedisServer
 
 FAST_CALLS = 100_000
@@ -226,20 +226,22 @@ def _servers() -> Iterator[tuple[RedisServer, contextlib.ExitStack, Path]]:
 
 def _encoder_split() -> tuple[float, float, float]:
     """Flusher encoding alone, thread CPU ns per event: (1 shard, one tag dict), (1 shard, fresh
-    dicts), (4 shards, fresh dicts). The first is wire building + msgpack; the step from the second
-    to the third is the shard lookup (cache key of a fresh dict)."""
+    dicts), (4 shards, fresh dicts). From the buffer's flat items as the flusher takes them: event
+    tuples, wire forms and msgpack; the step from the second to the third is the shard lookup
+    (cache key of a fresh dict)."""
     n, batch = 200_000, 2_000
-    same = [(0, MEASUREMENT, 1.7e9 + i, TAGS, FIELDS) for i in range(n)]
-    fresh = [(0, MEASUREMENT, 1.7e9 + i, fresh_tags(i), FIELDS) for i in range(n)]
+    same = [item for i in range(n) for item in (0, MEASUREMENT, 1.7e9 + i, TAGS, None, FIELDS, None)]
+    fresh = [item for i in range(n)
+             for item in (0, MEASUREMENT, 1.7e9 + i, fresh_tags(i), None, FIELDS, None)]
     results = []
-    for shards, events in ((1, same), (1, fresh), (4, fresh)):
+    for shards, items in ((1, same), (1, fresh), (4, fresh)):
         encoder = BatchEncoder(shards)
-        encoder.encode(events)   # warm the shard cache, as a running flusher has it
+        encoder.encode_items(items)   # warm the shard cache, as a running flusher has it
         best = float("inf")
         for _ in range(3):
             started = time.thread_time_ns()
-            for k in range(0, n, batch):
-                encoder.encode(events[k:k + batch])
+            for k in range(0, len(items), batch * WIDTH):
+                encoder.encode_items(items[k:k + batch * WIDTH])
             best = min(best, (time.thread_time_ns() - started) / n)
         results.append(best)
     return results[0], results[1], results[2]
@@ -327,11 +329,11 @@ def run() -> str:
         f"ceiling with one free core would be 1 / {figures[OURS_FRESH][3]:.2f} µs = "
         f"{1e6 / figures[OURS_FRESH][3]:,.0f} events/s: caller and flusher share one interpreter lock, and "
         "the flusher's share is the limit. Its encoding step measured alone (thread CPU, best of 3, "
-        f"batches of 2,000): {wire_ns:,.0f} ns per event with one tag dict on 1 shard (wire tuples and "
-        f"msgpack), {fresh_one_ns:,.0f} ns with a fresh tag dict per event on 1 shard, {fresh_four_ns:,.0f} "
-        "ns on 4 shards (the difference is the shard lookup of a fresh dict: building and hashing its "
-        "cache key); taking events from the buffer, XADD and the socket come on top. More throughput "
-        "means more processes (each has its own flusher), not more shards.",
+        f"batches of 2,000 taken from the buffer's items): {wire_ns:,.0f} ns per event with one tag dict "
+        f"on 1 shard (event tuples, wire forms and msgpack), {fresh_one_ns:,.0f} ns with a fresh tag dict "
+        f"per event on 1 shard, {fresh_four_ns:,.0f} ns on 4 shards (the difference is the shard lookup "
+        "of a fresh dict: building and hashing its cache key); XADD and the socket come on top. More "
+        "throughput means more processes (each has its own flusher), not more shards.",
         "",
         "| recording one event with | median ns | p99 ns | caller CPU ns | CPU µs/event | calls | note |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -368,9 +370,10 @@ def run() -> str:
         "What sets the limit beside the two threads' CPU is the interpreter lock they share, and "
         "Python's garbage collector. Buffered events are flat items (the caller's values and dicts, "
         "which Python does not track while they hold plain values), so however long they wait they "
-        "add nothing to collect. The collections that remain come from short-lived objects, such as "
-        "the flusher's wire tuples, that a young collection catches alive and moves to the oldest "
-        "generation. The last rows repeat the top rates, first with the host's collector tuned "
+        "add nothing to collect, and the flusher builds event tuples (which the collector tracks) 250 at "
+        "a time, so few are alive when a collection moves survivors to the oldest generation. The "
+        "full collections that remain come from the process's other short-lived objects. The last rows "
+        "repeat the top rates, first with the host's collector tuned "
         "as [docs/scaling.md](../docs/scaling.md) suggests to bots emitting that much (`gc.freeze()` "
         "after start-up, `gc.set_threshold(50_000, 10, 10)`), then with it paused (attribution only). "
         "The sustainable rate above is judged with the defaults: a library cannot set its host's "

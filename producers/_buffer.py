@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from producers._encode import WIDTH, BatchEncoder, BufferedEvent, unflatten
+from producers._encode import WIDTH, BatchEncoder
 from producers._sender import StreamSender
 from producers.config import ProducerConfig
 
@@ -250,8 +250,8 @@ class EventBuffer:
         except Exception:  # thread boundary: a bug here must be visible, the caller is unaffected
             logger.exception("telemetry flusher stopped by an unexpected error")
 
-    def _take(self) -> list[BufferedEvent]:
-        """Up to ``batch_max_events`` of the oldest buffered events (after keeping the bound)."""
+    def _take(self) -> list[Any]:
+        """The items of up to ``batch_max_events`` of the oldest buffered events (after keeping the bound)."""
         with self._lock:
             doomed = self._keep_bound()
             chunks = self._chunks
@@ -269,7 +269,7 @@ class EventBuffer:
                 del self._buf[:len(items)]
             self._taken += len(items) // WIDTH
         del doomed
-        return unflatten(items)
+        return items
 
     def _drain(self) -> None:
         """Send until the buffer is empty; give up only when closing and past the deadline."""
@@ -298,11 +298,11 @@ class EventBuffer:
         """
         staged = False
         for _ in range(BATCHES_PER_SEND):
-            events = self._take()
-            if not events:
+            items = self._take()
+            if not items:
                 break
             staged = True
-            entries, errors = self._encoder.encode(events)
+            entries, errors = self._encoder.encode_items(items)
             if errors:
                 with self._lock:
                     self._errors += errors

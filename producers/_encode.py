@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 SHARD_CACHE_MAX: Final = 50_000
 LOGGED_KINDS_MAX: Final = 256
+SLICE_EVENTS: Final = 250   # events alive as tuples at once in the flusher (see encode_items)
 _EMPTY: Final[dict[str, str]] = {}
 
 # Callers append each event as WIDTH flat items (see producers/_buffer.py for why):
@@ -71,6 +72,20 @@ def unflatten(items: list[Any]) -> list[BufferedEvent]:
                 continue
         events[i] = (kind, measurement, ts, tags, fields)
     return events
+
+
+def _array_header(count: int) -> bytes:
+    header: bytes = msgpack.Packer(use_bin_type=True).pack_array_header(count)
+    return header
+
+
+def _joined_arrays(arrays: list[bytes], count: int) -> bytes:
+    """One msgpack array of the elements of several packed ``arrays`` (``count`` in all)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    # an array header is 1 byte (fixarray, 0x90-0x9f), 3 (array 16, 0xdc) or 5 (array 32, 0xdd)
+    bodies = [memoryview(packed)[{0xdc: 3, 0xdd: 5}.get(packed[0], 1):] for packed in arrays]
+    return b"".join([_array_header(count), *bodies])
 
 
 def _timestamp(ts: Any) -> Any:
@@ -138,13 +153,49 @@ class BatchEncoder:
         except Exception:  # not a str name, unsortable tag keys: the worker dead-letters the event
             return shard_of_series(str(measurement), None, self.shards)
 
-    def encode(self, events: Iterable[BufferedEvent]) -> tuple[list[tuple[int, bytes, int]], int]:
-        """Return ``([(shard, payload, event_count), ...], errors)`` for one flush cycle."""
-        groups: list[list[tuple[Any, ...]]] = [[] for _ in range(max(1, self.shards))]
+    def encode(self, events: Sequence[BufferedEvent]) -> tuple[list[tuple[int, bytes, int]], int]:
+        """Return ``([(shard, payload, event_count), ...], errors)`` for one batch of events."""
+        return self.encode_slices([events])
+
+    def encode_items(self, items: list[Any]) -> tuple[list[tuple[int, bytes, int]], int]:
+        """:meth:`encode` for a batch as the buffer holds it (flat items, :data:`WIDTH` per event).
+
+        Event tuples are built :data:`SLICE_EVENTS` at a time and die once their slice is packed.
+        The tuples hold the caller's dicts, so the garbage collector tracks them, and every one
+        alive at a middle-generation collection moves to the oldest generation: the fewer alive
+        at once, the rarer full collections of the whole process.
+        """
+        step = SLICE_EVENTS * WIDTH
+        slices = (unflatten(items[start:start + step]) for start in range(0, len(items), step))
+        return self.encode_slices(slices)
+
+    def encode_slices(self, slices: Iterable[Sequence[BufferedEvent]]
+                      ) -> tuple[list[tuple[int, bytes, int]], int]:
+        """Group and pack each slice of events; one payload per shard for all of them."""
+        shards = max(1, self.shards)
+        packed_parts: list[list[bytes]] = [[] for _ in range(shards)]
+        counts = [0] * shards
+        errors = 0
+        for events in slices:
+            groups, failed = self._group(events, shards)
+            errors += failed
+            for shard, group in enumerate(groups):
+                if group:
+                    packed, count, failed = self.pack(group)
+                    errors += failed
+                    if count:
+                        packed_parts[shard].append(packed)
+                        counts[shard] += count
+        return [(shard, _joined_arrays(packed_parts[shard], counts[shard]), counts[shard])
+                for shard in range(shards) if counts[shard]], errors
+
+    def _group(self, events: Sequence[BufferedEvent], shards: int) -> tuple[list[list[Any]], int]:
+        """The events' wire forms grouped by shard, and how many could not be built."""
+        groups: list[list[Any]] = [[] for _ in range(shards)]
         group = groups[0]
         errors = 0
         cache = self._cache
-        single = self.shards <= 1
+        single = shards == 1
         last_tags: Any = None
         last_measurement: Any = None
         # This loop is most of the flusher's CPU, hence inlined. Fast path: an emit with plain
@@ -153,7 +204,8 @@ class BatchEncoder:
         for event in events:
             if len(event) == 5:
                 _kind, measurement, ts, tags, fields = event
-                wire = event if type(tags) is dict and type(fields) is dict and type(ts) is float else None
+                plain = type(tags) is dict and type(fields) is dict and type(ts) is float
+                wire = event if plain else None
             else:
                 wire = None
             if wire is None:
@@ -177,15 +229,7 @@ class BatchEncoder:
             group = groups[shard]
             group.append(wire)
             last_tags, last_measurement = tags, measurement
-        entries: list[tuple[int, bytes, int]] = []
-        for shard, events_of_shard in enumerate(groups):
-            if not events_of_shard:
-                continue
-            payload, count, failed = self.pack(events_of_shard)
-            errors += failed
-            if count:
-                entries.append((shard, payload, count))
-        return entries, errors
+        return groups, errors
 
     def pack(self, wire_events: list[tuple[Any, ...]]) -> tuple[bytes, int, int]:
         """msgpack one array of events; on failure, event by event, leaving the bad ones out."""
@@ -201,8 +245,7 @@ class BatchEncoder:
             except Exception as exc:  # the value cannot travel: count it, keep the rest
                 failed += 1
                 self._note(exc, wire)
-        header = msgpack.Packer(use_bin_type=True).pack_array_header(len(parts))
-        return header + b"".join(parts), len(parts), failed
+        return _array_header(len(parts)) + b"".join(parts), len(parts), failed
 
     def _note(self, exc: Exception, event: Any) -> None:
         kind = f"{type(exc).__name__}: {exc}"[:200]

@@ -41,8 +41,8 @@ def emit_into(core: EventBuffer, i: int) -> None:
 
 def taken_numbers(core: EventBuffer) -> list[int]:
     numbers: list[int] = []
-    while events := core._take():
-        numbers.extend(event[4]["i"] for event in events)
+    while items := core._take():
+        numbers.extend(event[4]["i"] for event in unflatten(items))
     return numbers
 
 

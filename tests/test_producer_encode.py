@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from unittest import mock
 
 import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from producers import _encode
 from producers._encode import BatchEncoder
 from producers.keys import shard_of_series
 
@@ -67,3 +69,37 @@ def test_encoded_batches_hold_every_encodable_event_in_its_shard(batch: list[Any
         match = next(i for i, (s, event) in enumerate(decoded) if s == shard and _same(event, wire))
         decoded.pop(match)
     assert decoded == []
+
+
+def _flat(stored: tuple[Any, ...]) -> list[Any]:
+    """The items the hot path appends for ``stored`` (see producers/_encode.py, WIDTH)."""
+    kind, measurement, ts, stored_tags, *rest = stored
+    fixed, extra = stored_tags if type(stored_tags) is tuple else (stored_tags, None)
+    fields_or_name, value = (rest[0], None) if kind == 0 else rest
+    return [kind, measurement, ts, fixed, extra, fields_or_name, value]
+
+
+def _by_shard(entries: list[tuple[int, bytes, int]]) -> dict[int, list[Any]]:
+    return {shard: msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            for shard, payload, _count in entries}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(events(), max_size=40), st.integers(1, 5), st.sampled_from([1, 2, 7, 20]))
+def test_encoding_the_buffers_items_slice_by_slice_gives_the_same_entries(
+        batch: list[Any], shards: int, slice_events: int) -> None:
+    """The flusher encodes flat items a few events at a time and joins the packed slices: the
+    entries must decode to what encoding the whole batch at once gives, in the same order."""
+    stored = [event for event, _ in batch]
+    whole, whole_errors = BatchEncoder(shards).encode(stored)
+    with mock.patch.object(_encode, "SLICE_EVENTS", slice_events):
+        sliced, sliced_errors = BatchEncoder(shards).encode_items([i for e in stored for i in _flat(e)])
+    assert sliced_errors == whole_errors
+    assert [(shard, count) for shard, _, count in sliced] == [(shard, count) for shard, _, count in whole]
+    assert _same(_by_shard(sliced), _by_shard(whole))
+
+
+def test_joined_arrays_keep_every_element_whatever_the_header_sizes() -> None:
+    parts = [list(range(3)), list(range(20)), list(range(70_000))]   # headers of 1, 3 and 5 bytes
+    joined = _encode._joined_arrays([msgpack.packb(part) for part in parts], sum(map(len, parts)))
+    assert msgpack.unpackb(joined) == [n for part in parts for n in part]
