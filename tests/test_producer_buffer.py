@@ -134,3 +134,30 @@ def test_an_emit_inside_a_locked_section_of_its_own_thread_does_not_deadlock() -
     stats = core.stats()            # the next holder of the lock does
     assert (stats["dropped"], stats["buffered"]) == (2_000, 1_000)
     assert taken_numbers(core) == list(range(2_000, 3_000))
+
+
+def test_threads_overflowing_the_bound_lose_only_their_oldest_counted_exactly() -> None:
+    """Several threads append while their checks trim: every event is either kept or dropped,
+    never split or lost uncounted, and what each thread keeps is its newest events, in order."""
+    core = idle_buffer(3_000)
+    per_thread, threads = 20_000, 4
+
+    def emitter(thread_no: int) -> None:
+        for i in range(per_thread):
+            core.append((KIND_EMIT, "ovf", 0.0, None, None, {"i": thread_no * per_thread + i}, None))
+            if not core.tick() % core.check_every:
+                core.check()
+
+    workers = [threading.Thread(target=emitter, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stats = core.stats()
+    total = per_thread * threads
+    assert (stats["emitted"], stats["dropped"], stats["buffered"]) == (total, total - 3_000, 3_000)
+    kept = taken_numbers(core)
+    assert len(kept) == len(set(kept)) == 3_000
+    for thread_no in range(threads):
+        own = [i - thread_no * per_thread for i in kept if i // per_thread == thread_no]
+        assert own == list(range(per_thread - len(own), per_thread))   # its newest, in order
