@@ -39,6 +39,7 @@ from consumer.config import WorkerConfig
 from consumer.dedupe import Dedupe
 from consumer.errors import SourceUnavailable
 from consumer.lease import LeaseManager, assign
+from consumer.log_once import LogOnce
 from consumer.model import DeadLetter
 from consumer.selftelemetry import SelfTelemetry
 from consumer.source import ZERO_ID, StreamSource, parse_id
@@ -88,7 +89,7 @@ class Ownership:
         self.parked: dict[int, ShardState] = {}
         self.next_maintenance = 0.0     # monotonic: when leases and heartbeat are next renewed
         self._checkpoint = checkpoint   # the worker's checkpoint (no trim), used before a handover
-        self._reset_logged = False
+        self._resets = LogOnce(logger)
 
     @property
     def renew_every_s(self) -> float:
@@ -244,9 +245,7 @@ class Ownership:
     def redis_reset(self, shard: int, what: str) -> None:
         """Redis lost its data under us: count it, say so once."""
         self.stats.count(shard, "redis_resets")
-        if self._reset_logged:
-            return
-        self._reset_logged = True
-        logger.error("Redis came back without %s (shard %d): it restarted without its data. Consumer "
-                     "group recreated, windows in memory kept; entries that were in Redis and not yet "
-                     "read are lost. Enable Redis persistence (appendonly yes)", what, shard)
+        self._resets.once("redis reset", logging.ERROR,
+                          "Redis came back without %s (shard %d): it restarted without its data. Consumer "
+                          "group recreated, windows in memory kept; entries that were in Redis and not yet "
+                          "read are lost. Enable Redis persistence (appendonly yes)", what, shard)

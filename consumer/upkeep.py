@@ -25,6 +25,7 @@ from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig
 from consumer.deadletter import DeadLetterWriter
 from consumer.errors import Fenced
+from consumer.log_once import LogOnce
 from consumer.ownership import ShardState
 from consumer.selftelemetry import SelfTelemetry
 from consumer.source import StreamSource, parse_id
@@ -46,7 +47,7 @@ class Checkpoints:
         self.letters = letters
         self.stats = stats
         self._lose = lose
-        self._loss_logged: set[int] = set()
+        self._losses = LogOnce(logger)
 
     def save(self, state: ShardState, *, trim: bool = True) -> None:
         """Dead letters, then the fenced atomic checkpoint, then trimming and loss detection."""
@@ -80,11 +81,10 @@ class Checkpoints:
         state.checked_at = time.monotonic()
         lost = self.source.lost_entries(shard, self.store.key(shard))
         if lost > state.lost_reported:
-            if shard not in self._loss_logged:
-                self._loss_logged.add(shard)
-                logger.error("shard %d: %d entries were removed by the length cap (TELEMETRY_STREAM_MAXLEN) "
-                             "before they were processed: data lost; add workers or raise the cap",
-                             shard, lost)
+            self._losses.once(f"shard {shard}", logging.ERROR,
+                              "shard %d: %d entries were removed by the length cap (TELEMETRY_STREAM_MAXLEN) "
+                              "before they were processed: data lost; add workers or raise the cap",
+                              shard, lost)
             self.stats.count(shard, "lost_entries", lost - state.lost_reported)
         state.lost_reported = lost
         group = self.source.group_info(shard)

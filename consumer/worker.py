@@ -48,6 +48,7 @@ from consumer.config import WorkerConfig, redact_url
 from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload
 from consumer.errors import GroupMissing
 from consumer.lease import LeaseManager
+from consumer.log_once import LogOnce
 from consumer.metrics import Metrics
 from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
@@ -94,7 +95,7 @@ class Worker:
                                        lose=self.ownership.lose)
         self.shards: dict[int, ShardState] = self.ownership.shards   # the same dict, read by tests and tools
         self._stop = threading.Event()
-        self._logged: set[str] = set()
+        self._outages = LogOnce(logger)
         self._started = time.monotonic()
         self._sink_down_at_stop = False
 
@@ -135,12 +136,12 @@ class Worker:
                     if isinstance(exc, redis.ResponseError) and not is_transient(exc):
                         raise
                     delay = redis_backoff.next_delay()
-                    self._log_once("redis-down", logging.WARNING,
+                    self._outages.once("redis-down", logging.WARNING,
                                    "Redis unreachable at %s: %s; retrying in %.1fs; check `telemetry doctor`",
                                    redact_url(self.config.redis_url), exc, delay)
                     self._stop.wait(delay)
                     continue
-                self._forget_log("redis-down")
+                self._outages.over("redis-down")
                 self.metrics.beat()
         finally:
             self._shutdown()
@@ -344,7 +345,7 @@ class Worker:
                     delay = self._sink_failed(state, exc, backoff)
                 else:
                     self.stats.latency(state.shard, (time.monotonic() - started) * 1000)
-                    if self._forget_log("sink-down"):
+                    if self._outages.over("sink-down"):
                         logger.info("sink at %s is writable again", redact_url(self.config.influx_url))
                     return result
             else:
@@ -359,11 +360,11 @@ class Worker:
         delay = backoff.delay_for(exc)
         url = redact_url(self.config.influx_url)
         if isinstance(exc, SinkUnavailable):
-            self._log_once("sink-down", logging.WARNING,
+            self._outages.once("sink-down", logging.WARNING,
                            "InfluxDB unreachable at %s: %s; retrying in %.1fs (windows kept, entries "
                            "unacknowledged); check `telemetry doctor`", url, exc, delay)
         else:
-            self._log_once("sink-down", logging.ERROR,
+            self._outages.once("sink-down", logging.ERROR,
                            "InfluxDB at %s refused the write: %s; retrying in %.1fs; fix the "
                            "token/database settings, see `telemetry doctor`", url, exc, delay)
         return delay
@@ -390,18 +391,6 @@ class Worker:
         # best effort: the data's own write path reports an outage
         with contextlib.suppress(SinkError):
             self.sink.write(points)
-
-    def _log_once(self, key: str, level: int, message: str, *args: object) -> None:
-        """Log a failure once until :meth:`_forget_log` says it is over."""
-        if key not in self._logged:
-            self._logged.add(key)
-            logger.log(level, message, *args)
-
-    def _forget_log(self, key: str) -> bool:
-        if key in self._logged:
-            self._logged.discard(key)
-            return True
-        return False
 
 
 def run_worker(config: WorkerConfig) -> int:
