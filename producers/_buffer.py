@@ -2,9 +2,9 @@
 
 The caller's side is two C-level calls: ``extend`` of a list with the event's :data:`WIDTH` items
 (one atomic call under the GIL, so an event is never split), and ``tick``, the ``__next__`` of an
-``itertools.count`` that numbers emitted events. No lock, no check, no I/O. Every
-``check_every``-th event also runs :meth:`EventBuffer.check`, which wakes the flusher once a batch
-is waiting and keeps the bound.
+``itertools.count`` that numbers emitted events: no lock, no I/O. Every ``check_every``-th event
+also runs :meth:`EventBuffer.check`, which wakes the flusher once a batch is waiting and keeps the
+bound.
 
 Why a flat list of items and not a deque of tuples: a tuple holding the caller's dicts is tracked
 by Python's garbage collector for as long as it is buffered, and buffered events outlive young
@@ -17,7 +17,8 @@ chunks (one list object per chunk), so that dropping the oldest never shifts the
 then the oldest events beyond ``buffer_events`` are dropped, whole events, oldest first. This runs
 in :meth:`check` (so memory stays flat while the flusher is stuck on a frozen Redis), before every
 take and before :meth:`stats`. Between two checks the list may hold up to ``check_every`` events
-beyond the bound; nothing reads it meanwhile.
+beyond the bound (more only while checks find the lock held, see :meth:`check`); nothing reads it
+meanwhile.
 
 Exact accounting without a lock on the hot path: only holders of ``_lock`` remove events (the
 flusher's takes, counted in ``_taken``, and the bound's drops), so at any quiet moment::
