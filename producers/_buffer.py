@@ -223,19 +223,26 @@ class EventBuffer:
             self._chunk_items += size
         excess = self._chunk_items + len(buf) - self._bound_items
         doomed: list[list[Any]] = []
-        while excess > 0 and chunks:
-            oldest = chunks[0]
-            if len(oldest) <= excess:
-                doomed.append(chunks.popleft())
-            else:
-                doomed.append(oldest[:excess])
-                del oldest[:excess]
-            self._chunk_items -= len(doomed[-1])
-            excess -= len(doomed[-1])
-        if excess > 0:
-            doomed.append(buf[:excess])
-            del buf[:excess]
+        while excess > 0 and (oldest := self._cut_oldest(excess)):
+            doomed.append(oldest)
+            excess -= len(oldest)
         return doomed
+
+    def _cut_oldest(self, limit_items: int) -> list[Any]:
+        """Remove and return up to ``limit_items`` of the oldest items (whole events), from the
+        oldest chunk, or from the list when there is none; the caller holds ``_lock``."""
+        chunks = self._chunks
+        if not chunks:
+            cut = self._buf[:limit_items]
+            del self._buf[:len(cut)]   # callers only add at the end meanwhile
+            return cut
+        if len(chunks[0]) <= limit_items:
+            cut = chunks.popleft()
+        else:
+            cut = chunks[0][:limit_items]
+            del chunks[0][:limit_items]
+        self._chunk_items -= len(cut)
+        return cut
 
     # -- flusher thread -------------------------------------------------------------------------
 
@@ -255,19 +262,7 @@ class EventBuffer:
         """The items of up to ``batch_max_events`` of the oldest buffered events (after keeping the bound)."""
         with self._lock:
             doomed = self._keep_bound()
-            chunks = self._chunks
-            want = self._batch_max * WIDTH
-            if chunks:
-                items = chunks[0]
-                if len(items) <= want:
-                    chunks.popleft()
-                else:
-                    items = items[:want]
-                    del chunks[0][:want]
-                self._chunk_items -= len(items)
-            else:
-                items = self._buf[:want]
-                del self._buf[:len(items)]
+            items = self._cut_oldest(self._batch_max * WIDTH)
             self._taken += len(items) // WIDTH
         del doomed
         return items
