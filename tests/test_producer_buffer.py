@@ -147,9 +147,7 @@ def test_threads_overflowing_the_bound_lose_only_their_oldest_counted_exactly() 
 
     def emitter(thread_no: int) -> None:
         for i in range(per_thread):
-            core.append((KIND_EMIT, "ovf", 0.0, None, None, {"i": thread_no * per_thread + i}, None))
-            if not core.tick() % core.check_every:
-                core.check()
+            emit_into(core, thread_no * per_thread + i)
 
     workers = [threading.Thread(target=emitter, args=(n,)) for n in range(threads)]
     for worker in workers:
