@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,18 +39,6 @@ def fresh_tags(i: int) -> dict[str, str]:
 def rss_mib() -> float:
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * 4096 / 2**20
-
-
-@contextlib.contextmanager
-def switch_interval(seconds: float) -> Iterator[None]:
-    """The interpreter's switch interval set to ``seconds`` for the block (attribution only: how
-    long a thread waits for the lock before its holder must let go is the host's setting)."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(seconds)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
 
 
 @contextlib.contextmanager

@@ -29,11 +29,12 @@ flusher's takes, counted in ``_taken``, and the bound's drops), so at any quiet 
 only make the figure smaller, so it is a lower bound while emitters run and exact when they
 stop. Events appended after :meth:`close` go to a zero-length deque and show up as dropped.
 
-The flusher thread: wait for the Event or ``flush_interval_ms``; take up to ``batch_max_events``
-(up to ``BATCHES_PER_SEND`` such batches when a backlog has built up); encode one entry per shard
-per batch; send them in one pipeline; on failure keep the same entries (same sequence numbers)
-and retry with exponential backoff and jitter, taking nothing new meanwhile, so events wait in
-the bounded buffer and the oldest are dropped once it is full.
+The flusher thread: wait for the Event or ``flush_interval_ms``; take the oldest events, as many
+as about ``QUANTUM_S`` of encoding covers (up to ``BATCHES_PER_SEND`` batches of
+``batch_max_events`` while more than half the bound waits, see :meth:`EventBuffer._stage`);
+encode one entry per shard per take; send them in one round trip; on failure keep the same
+entries (same sequence numbers) and retry with exponential backoff and jitter, taking nothing new
+meanwhile, so events wait in the bounded buffer and the oldest are dropped once it is full.
 """
 
 from __future__ import annotations
@@ -52,11 +53,16 @@ from producers._sender import StreamSender
 from producers.config import ProducerConfig
 
 logger = logging.getLogger(__name__)
+_cpu = time.thread_time
 
 BACKOFF_BASE_S: Final = 0.05
 BACKOFF_MAX_S: Final = 5.0
 DROP_LOG_INTERVAL_S: Final = 10.0
-BATCHES_PER_SEND: Final = 4
+QUANTUM_S: Final = 0.0005     # the flusher's encoding between two sends while it keeps up
+FIRST_COST_S: Final = 1e-6    # encoding cost per event assumed until one take is measured
+COST_WEIGHT: Final = 0.3      # weight of the latest take in the running cost estimate
+MIN_TAKE_EVENTS: Final = 100
+BATCHES_PER_SEND: Final = 4   # while catching up: full batches per send
 MAX_TIMEOUT_S: Final = 1e6   # "wait forever" without overflowing lock timeouts
 CHECK_EVERY: Final = 256     # callers run EventBuffer.check once per this many events
 CHECK_LOCK_WAIT_S: Final = 0.001
@@ -105,6 +111,9 @@ class EventBuffer:
         self._drop_logged_at = -DROP_LOG_INTERVAL_S
         self._flushed_upto = 0
         self._batch_max = config.batch_max_events
+        self._behind_events = max(1, config.buffer_events // 2)
+        self._event_cost_s = FIRST_COST_S
+        self._take_events = self._events_per_quantum()
         self._interval_s = config.flush_interval_ms / 1000.0
         self._encoder = BatchEncoder(config.shards)
         self._sender = StreamSender(client_factory, prefix=config.prefix, shards=config.shards,
@@ -258,11 +267,11 @@ class EventBuffer:
         except Exception:  # thread boundary: a bug here must be visible, the caller is unaffected
             logger.exception("telemetry flusher stopped by an unexpected error")
 
-    def _take(self) -> list[Any]:
-        """The items of up to ``batch_max_events`` of the oldest buffered events (after keeping the bound)."""
+    def _take(self, events: int) -> list[Any]:
+        """The items of up to ``events`` of the oldest buffered events (after keeping the bound)."""
         with self._lock:
             doomed = self._keep_bound()
-            items = self._cut_oldest(self._batch_max * WIDTH)
+            items = self._cut_oldest(events * WIDTH)
             self._taken += len(items) // WIDTH
         del doomed
         return items
@@ -285,28 +294,49 @@ class EventBuffer:
                 return
 
     def _stage(self) -> bool:
-        """Encode up to ``BATCHES_PER_SEND`` batches into pending entries; False when none was taken.
+        """Encode buffered events into pending entries (one per shard per take); False when none.
 
-        Several batches share one pipelined round trip when a backlog has built up: each round
-        trip gives up the interpreter lock twice, and a busy caller may hold it for a whole
-        switch interval (5 ms) each time, so sending per batch would cap throughput. Entries
-        stay at most ``batch_max_events`` events each.
+        While the flusher keeps up, one take holds what ``QUANTUM_S`` of encoding covers (learnt
+        as it goes, at most ``batch_max_events``), and the send that follows gives up the
+        interpreter lock while Redis answers: an ``emit`` waits at most about one quantum for the
+        flusher. A thread that wants the lock otherwise gets it only when its holder blocks, or
+        after the switch interval (5 ms), and a full batch of 2,000 events takes longer than a
+        millisecond to encode. Giving the lock up between slices of a batch instead costs more:
+        a sleep is the only sure way (a bare release is taken back before the waiting thread
+        wakes), and a sleep lasts at least 50 µs of timer slack.
+
+        Once half the bound is waiting, catching up comes first: up to ``BATCHES_PER_SEND`` full
+        batches per send, as each round trip gives up the lock and a busy caller may keep it for
+        a whole switch interval before the flusher gets it back.
         """
-        staged = False
-        for _ in range(BATCHES_PER_SEND):
-            items = self._take()
+        behind = self.queued() >= self._behind_events
+        for taken in range(BATCHES_PER_SEND if behind else 1):
+            items = self._take(self._batch_max if behind else self._take_events)
             if not items:
-                break
-            staged = True
+                return taken > 0
+            started = _cpu()
             entries, errors = self._encoder.encode_items(items)
+            self._learn_cost(_cpu() - started, len(items) // WIDTH)
             if errors:
                 with self._lock:
                     self._errors += errors
             for shard, payload, count in entries:
                 self._sender.add(shard, payload, count)
-            if self.queued() < self._batch_max:
-                break
-        return staged
+        return True
+
+    def _learn_cost(self, elapsed_s: float, events: int) -> None:
+        """Fold one take's encoding cost per event into the estimate that sizes the next takes.
+
+        Thread CPU time, not the clock: a caller that takes the interpreter lock meanwhile (after
+        the switch interval) must not make the flusher's takes smaller.
+        """
+        self._event_cost_s += (elapsed_s / events - self._event_cost_s) * COST_WEIGHT
+        self._take_events = self._events_per_quantum()
+
+    def _events_per_quantum(self) -> int:
+        """Events that ``QUANTUM_S`` of encoding covers, within [MIN_TAKE_EVENTS, batch_max_events]."""
+        fit = int(QUANTUM_S / max(self._event_cost_s, 1e-9))
+        return max(min(MIN_TAKE_EVENTS, self._batch_max), min(fit, self._batch_max))
 
     def _backoff(self, attempt: int) -> bool:
         """Sleep before the next attempt (exponential, jittered); False when time is up."""

@@ -10,7 +10,7 @@ everything after it in that shard are resent, never a later one alone.
 
 from __future__ import annotations
 
-import inspect
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,27 +23,6 @@ from producers.wire import encode_entry
 logger = logging.getLogger(__name__)
 
 PendingEntry = tuple[int, int, dict[bytes, bytes], int]  # shard, sequence, fields, event count
-
-
-def _uncopied_command_packer() -> dict[str, Any]:
-    """Connection options that send a large payload as its own buffer instead of copying it.
-
-    With hiredis installed, redis-py packs every command into one new bytes object, payload
-    included: for the flusher's entries (hundreds of kilobytes) that copy costs more CPU than the
-    socket write. redis-py's own serializer keeps values above 6,000 bytes as separate chunks.
-    Replies are still parsed by hiredis. Empty when this redis-py has no such option: an option
-    its connections rejected would fail every send.
-    """
-    try:
-        from redis._parsers.encoders import Encoder
-        from redis.connection import AbstractConnection, PythonRespSerializer  # type: ignore[attr-defined]
-
-        if "command_packer" not in inspect.signature(AbstractConnection.__init__).parameters:
-            return {}
-        encode = Encoder("utf-8", "strict", False).encode  # type: ignore[no-untyped-call]
-        return {"command_packer": PythonRespSerializer(6000, encode)}
-    except Exception:  # another redis-py layout: keep its default packer
-        return {}
 
 
 def client_from_url(url: str, *, socket_timeout_s: float = 5.0, connect_timeout_s: float = 2.0) -> Any:
@@ -61,8 +40,7 @@ def client_from_url(url: str, *, socket_timeout_s: float = 5.0, connect_timeout_
     from redis.retry import Retry
 
     return redis.Redis.from_url(url, socket_timeout=socket_timeout_s,
-                                socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0),
-                                **_uncopied_command_packer())
+                                socket_connect_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0))
 
 
 class StreamSender:
@@ -74,7 +52,9 @@ class StreamSender:
         self._owns_client = owns_client
         self._client: Any = None
         self._keys = [stream_key(prefix, shard) for shard in range(shards)]
+        self._key_bytes = [key.encode() for key in self._keys]
         self._maxlen = stream_maxlen
+        self._maxlen_bytes = str(stream_maxlen).encode()
         self.producer_id = producer_id
         self._next_sequence = [1] * shards
         self.pending: list[PendingEntry] = []
@@ -101,10 +81,7 @@ class StreamSender:
         try:
             if self._client is None:
                 self._client = self._client_factory()
-            pipe = self._client.pipeline(transaction=False)
-            for shard, _sequence, fields, _count in self.pending:
-                pipe.xadd(self._keys[shard], fields, maxlen=self._maxlen, approximate=True)
-            results = pipe.execute(raise_on_error=False)
+            results = self._xadd_pending(self._client)
         except redis.RedisError as exc:
             self._failed(exc)
             return False
@@ -112,6 +89,49 @@ class StreamSender:
             self._failed(exc)
             return False
         return self._settle(results)
+
+    def _xadd_pending(self, client: Any) -> list[Any]:
+        """One XADD per pending entry in one round trip; a reply or an error per entry."""
+        if type(client) is redis.Redis:
+            return self._xadd_on_connection(client.connection_pool)
+        pipe = client.pipeline(transaction=False)   # Redis Cluster, or a client given by the caller
+        for shard, _sequence, fields, _count in self.pending:
+            pipe.xadd(self._keys[shard], fields, maxlen=self._maxlen, approximate=True)
+        return pipe.execute(raise_on_error=False)   # type: ignore[no-any-return]
+
+    def _xadd_on_connection(self, pool: Any) -> list[Any]:
+        """The same as a pipeline, written as one buffer on one pooled connection.
+
+        A pipeline costs the flusher more CPU than the socket: redis-py builds a command object
+        per entry and packs arguments one by one, and the flusher sends several times per
+        millisecond at high rates (see ``EventBuffer._stage``).
+        """
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([b"".join(self._packed_commands())])
+            results: list[Any] = []
+            for _entry in self.pending:
+                try:
+                    results.append(connection.read_response())
+                except redis.ResponseError as exc:
+                    results.append(exc)
+            return results
+        except BaseException:
+            connection.disconnect()   # replies may be left unread: never reuse this connection
+            raise
+        finally:
+            pool.release(connection)
+
+    def _packed_commands(self) -> list[bytes]:
+        """The pending entries' XADD commands in the Redis protocol (RESP), piece by piece."""
+        pieces: list[bytes] = []
+        for shard, _sequence, fields, _count in self.pending:
+            args = (b"XADD", self._key_bytes[shard], b"MAXLEN", b"~", self._maxlen_bytes, b"*",
+                    *itertools.chain.from_iterable(fields.items()))
+            pieces.append(b"*%d\r\n" % len(args))
+            for arg in args:
+                pieces += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+        return pieces
 
     def _settle(self, results: list[Any]) -> bool:
         """Drop acknowledged entries; keep, per shard, the first failed entry and all after it."""

@@ -41,7 +41,7 @@ def emit_into(core: EventBuffer, i: int) -> None:
 
 def taken_numbers(core: EventBuffer) -> list[int]:
     numbers: list[int] = []
-    while items := core._take():
+    while items := core._take(core._batch_max):
         numbers.extend(event[4]["i"] for event in unflatten(items))
     return numbers
 
@@ -162,3 +162,49 @@ def test_threads_overflowing_the_bound_lose_only_their_oldest_counted_exactly() 
     for thread_no in range(threads):
         own = [i - thread_no * per_thread for i in kept if i // per_thread == thread_no]
         assert own == list(range(per_thread - len(own), per_thread))   # its newest, in order
+
+
+def staged_entry_sizes(core: EventBuffer) -> list[int]:
+    """Event counts of the entries one ``_stage`` call encodes (what the next send carries)."""
+    assert core._stage()
+    sizes = [count for _shard, _sequence, _fields, count in core._sender.pending]
+    core._sender.pending.clear()
+    return sizes
+
+
+def test_takes_hold_what_one_quantum_encodes_within_limits() -> None:
+    """The flusher sizes its takes by the encoding cost it measured: a cheap event gives larger
+    takes, a costly one smaller, never fewer than MIN_TAKE_EVENTS nor more than a batch."""
+    core = EventBuffer(ProducerConfig(buffer_events=100_000, shards=1, batch_max_events=2_000,
+                                      flush_interval_ms=3_600_000), fakeredis.FakeRedis,
+                       producer_id="0123456789abcdef", owns_client=True)
+    assert core._take_events == int(_buffer.QUANTUM_S / _buffer.FIRST_COST_S)
+    for _ in range(50):   # converges to the measured cost
+        core._learn_cost(elapsed_s=0.001, events=4_000)   # 250 ns per event
+    assert core._take_events == pytest.approx(_buffer.QUANTUM_S / 250e-9, rel=0.01)
+    for _ in range(50):
+        core._learn_cost(elapsed_s=0.001, events=10)      # 100 µs per event
+    assert core._take_events == _buffer.MIN_TAKE_EVENTS
+    for _ in range(50):
+        core._learn_cost(elapsed_s=0.0, events=10)        # below the clock's resolution
+    assert core._take_events == 2_000
+
+
+def test_the_flusher_sends_after_one_take_and_catches_up_in_full_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While little waits, one take per send (the send lets callers have the interpreter lock);
+    once half the bound waits, several full batches per send."""
+    core = EventBuffer(ProducerConfig(buffer_events=40_000, shards=1, batch_max_events=2_000,
+                                      flush_interval_ms=3_600_000), fakeredis.FakeRedis,
+                       producer_id="0123456789abcdef", owns_client=True)
+    monkeypatch.setattr(core, "_learn_cost", lambda elapsed_s, events: None)   # keep the take size
+    core._take_events = 300
+    for i in range(5_000):
+        emit_into(core, i)
+    assert staged_entry_sizes(core) == [300]
+    for i in range(25_000):
+        emit_into(core, i)
+    assert core.queued() >= 20_000
+    sizes = staged_entry_sizes(core)   # a take stops at the end of a spilled chunk: up to a batch
+    assert len(sizes) == _buffer.BATCHES_PER_SEND and all(300 < n <= 2_000 for n in sizes), sizes
+    core._sender.close()

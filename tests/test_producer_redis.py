@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from producers import Telemetry
-from producers._sender import client_from_url
+from producers._sender import StreamSender, client_from_url
+from producers.wire import encode_entry
 from tests.services import RedisServer, free_port
 from tests.test_producer_support import duplicates, read_batches, read_events
 
@@ -59,33 +60,43 @@ def test_100k_events_from_threads_arrive_exactly_once(redis_server: RedisServer)
     tel.close(5)
 
 
-def test_large_entries_are_sent_without_copying_their_payload(redis_server: RedisServer) -> None:
-    """The flusher's client hands a large payload to the socket as it is (no packed copy), and
-    Redis stores it byte for byte."""
-    client = client_from_url(redis_server.url)
-    payload = os.urandom(100_000)
-    connection = client.connection_pool.make_connection()
-    chunks = connection.pack_commands([("XADD", "copy-check", "*", "d", payload)])
-    assert any(chunk is payload for chunk in chunks)
-    client.xadd("copy-check", {"d": payload})
-    assert client.xrange("copy-check")[0][1][b"d"] == payload
-    connection.disconnect()
-    client.close()
+def test_entries_reach_redis_byte_for_byte(redis_server: RedisServer) -> None:
+    """The sender writes XADD in the Redis protocol itself: binary payloads (CR LF inside, empty,
+    large) arrive intact, one entry per shard, in order."""
+    sender = StreamSender(lambda: client_from_url(redis_server.url), prefix="bytes", shards=2,
+                          stream_maxlen=1_000, producer_id="p1")
+    payloads = [b"\r\n$3\r\n*1\r\n", b"", os.urandom(300_000)]
+    for shard, payload in enumerate(payloads):
+        sender.add(shard % 2, payload, shard + 1)
+    assert sender.send() and not sender.pending
+    client = redis_server.client()
+    stored = [fields for shard in (0, 1) for _id, fields in client.xrange(f"bytes:{{{shard}}}")]
+    assert stored == [encode_entry("p1", 1, payloads[0], 1), encode_entry("p1", 2, payloads[2], 3),
+                      encode_entry("p1", 1, payloads[1], 2)]
+    sender.close()
 
 
-def test_client_keeps_the_default_packer_where_redis_py_lacks_the_option(
-        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A redis-py whose connections take no ``command_packer`` gets none (it would fail every send)."""
-    import inspect
-
-    from producers import _sender
-
-    monkeypatch.setattr(inspect, "signature", lambda _function: inspect.Signature())
-    assert _sender._uncopied_command_packer() == {}
-    client = client_from_url(redis_server.url)
-    client.xadd("packer-check", {"d": b"x" * 10_000})
-    assert client.xlen("packer-check") == 1
-    client.close()
+def test_a_shard_redis_refuses_is_retried_alone_and_in_order(redis_server: RedisServer) -> None:
+    """An error reply for one entry (here WRONGTYPE: the shard's key is not a stream) keeps that
+    shard's entries pending with their sequence numbers; the other shards' entries are delivered.
+    Once the key is fixed, the retry delivers the rest, each event exactly once."""
+    client = redis_server.client()
+    client.set("telemetry:{1}", "not a stream")
+    tel = Telemetry(redis_url=redis_server.url, shards=2, flush_interval_ms=20)
+    for i in range(200):
+        tel.emit("refused", {"i": i}, tags={"bot_name": f"b{i % 7}"})
+    wait_until(lambda: tel.stats()["send_failures"] > 0 and tel.stats()["sent"] > 0, "a partial send")
+    stuck = tel.stats()
+    assert stuck["buffered"] > 0 and stuck["sent"] + stuck["buffered"] == 200
+    assert client.xlen("telemetry:{0}") > 0
+    client.delete("telemetry:{1}")
+    assert tel.flush(30)
+    events = read_events(client, shards=2)
+    assert sorted(e[4]["i"] for e in events) == list(range(200))
+    for shard in (0, 1):
+        sequences = [batch.sequence for s, batch in read_batches(client, shards=2) if s == shard]
+        assert sequences == list(range(1, len(sequences) + 1))
+    tel.close(5)
 
 
 def test_redis_killed_and_restarted_loses_nothing_within_bound(redis_server: RedisServer) -> None:
