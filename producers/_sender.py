@@ -92,7 +92,7 @@ class StreamSender:
 
     def _xadd_pending(self, client: Any) -> list[Any]:
         """One XADD per pending entry in one round trip; a reply or an error per entry."""
-        if type(client) is redis.Redis:
+        if self._owns_client and type(client) is redis.Redis:   # built by client_from_url
             return self._xadd_on_connection(client.connection_pool)
         pipe = client.pipeline(transaction=False)   # Redis Cluster, or a client given by the caller
         for shard, _sequence, fields, _count in self.pending:
