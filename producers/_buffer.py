@@ -58,7 +58,7 @@ _cpu = time.thread_time
 BACKOFF_BASE_S: Final = 0.05
 BACKOFF_MAX_S: Final = 5.0
 DROP_LOG_INTERVAL_S: Final = 10.0
-QUANTUM_S: Final = 0.0005     # the flusher's encoding between two sends while it keeps up
+QUANTUM_S: Final = 0.0003     # the flusher's encoding between two sends while it keeps up
 FIRST_COST_S: Final = 1e-6    # encoding cost per event assumed until one take is measured
 COST_WEIGHT: Final = 0.3      # weight of the latest take in the running cost estimate
 MIN_TAKE_EVENTS: Final = 100
@@ -328,8 +328,11 @@ class EventBuffer:
         """Fold one take's encoding cost per event into the estimate that sizes the next takes.
 
         Thread CPU time, not the clock: a caller that takes the interpreter lock meanwhile (after
-        the switch interval) must not make the flusher's takes smaller.
+        the switch interval) must not make the flusher's takes smaller. A take of fewer than
+        ``MIN_TAKE_EVENTS`` says little: its cost is mostly what every take costs, whatever its size.
         """
+        if events < MIN_TAKE_EVENTS:
+            return
         self._event_cost_s += (elapsed_s / events - self._event_cost_s) * COST_WEIGHT
         self._take_events = self._events_per_quantum()
 

@@ -51,10 +51,9 @@ class ProducerConfig:
         buffer_events: in-process bound; past it the oldest events are dropped and counted.
         flush_interval_ms: longest time an event waits in the buffer while traffic is light.
         batch_max_events: events per batch (an entry holds at most this many); a full batch wakes
-            the flusher early. While the flusher keeps up it sends smaller entries (about half a
-            millisecond of encoding each, so that no ``emit`` waits longer for the interpreter
-            lock); while it catches up, up to 4 full batches share one send and are held while
-            retried.
+            the flusher early. While the flusher keeps up it sends smaller entries (0.3 ms of
+            encoding each, so that no ``emit`` waits longer for the interpreter lock); while it
+            catches up, up to 4 full batches share one send and are held while retried.
         exit_timeout_ms: how long the interpreter-exit flush may take.
     """
 
