@@ -182,11 +182,13 @@ def test_takes_hold_what_one_quantum_encodes_within_limits() -> None:
     for _ in range(50):   # converges to the measured cost
         core._learn_cost(elapsed_s=0.001, events=4_000)   # 250 ns per event
     assert core._take_events == pytest.approx(_buffer.QUANTUM_S / 250e-9, rel=0.01)
+    core._learn_cost(elapsed_s=0.01, events=1)            # a tiny take: mostly fixed cost, ignored
+    assert core._take_events == pytest.approx(_buffer.QUANTUM_S / 250e-9, rel=0.01)
     for _ in range(50):
-        core._learn_cost(elapsed_s=0.001, events=10)      # 100 µs per event
+        core._learn_cost(elapsed_s=0.02, events=200)      # 100 µs per event
     assert core._take_events == _buffer.MIN_TAKE_EVENTS
     for _ in range(50):
-        core._learn_cost(elapsed_s=0.0, events=10)        # below the clock's resolution
+        core._learn_cost(elapsed_s=0.0, events=200)       # below the clock's resolution
     assert core._take_events == 2_000
 
 
