@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import gc
@@ -33,12 +34,12 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
     Each run starts a fresh producer and freezes Redis just before its calls, so that every run
     includes the flusher's last takes before it finds Redis silent.
     """
-    ours, full_collections = _frozen_runs(redis, contextlib.nullcontext)
-    no_gc, _ = _frozen_runs(redis, collector_paused)
+    ours, full_collections = _repeated(lambda: _frozen_calls(redis, contextlib.nullcontext))
+    no_gc, _ = _repeated(lambda: _frozen_calls(redis, collector_paused))
     floor: collections.deque[Any] = collections.deque(maxlen=100_000)
     append, now = floor.append, time.time
     base = per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
-    items_floor = _bounded_list_floor()
+    items_floor, _ = _repeated(lambda: (_bounded_list_run(), 0))
     memory, rss, emitted = [], [], []
     tel = _started(redis)
     redis.pause()
@@ -71,15 +72,6 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
     return rows, memory, figures
 
 
-def _bounded_list_floor() -> list[int]:
-    """:func:`_bounded_list_run` ``FROZEN_RUNS`` times: all timings, sorted."""
-    timings: list[int] = []
-    for _ in range(FROZEN_RUNS):
-        timings += _bounded_list_run()
-    timings.sort()
-    return timings
-
-
 def _bounded_list_run() -> list[int]:
     """Single extends of an event's items into a list, timed alone, kept as the buffer keeps it
     (moved to a chunk every 4,096 events, the oldest chunk dropped beyond 100,000): what the
@@ -107,17 +99,17 @@ def _started(redis: RedisServer) -> Telemetry:
     return tel
 
 
-def _frozen_runs(redis: RedisServer, context: Callable[[], contextlib.AbstractContextManager[Any]]
-                 ) -> tuple[list[int], int]:
-    """:func:`_frozen_calls` ``FROZEN_RUNS`` times: all timings (sorted) and full collections."""
-    timings: list[int] = []
-    full_collections = 0
+def _repeated(one_run: Callable[[], tuple[list[int], int]]) -> tuple[list[int], int]:
+    """``one_run`` ``FROZEN_RUNS`` times: all timings (sorted) and the summed count beside them.
+
+    The timings wait in an array while runs go on (see :func:`per_call`)."""
+    timings = array.array("q")
+    total = 0
     for _ in range(FROZEN_RUNS):
-        run, full = _frozen_calls(redis, context)
-        timings += run
-        full_collections += full
-    timings.sort()
-    return timings, full_collections
+        run, count = one_run()
+        timings.extend(run)
+        total += count
+    return sorted(timings), total
 
 
 def _frozen_calls(redis: RedisServer, context: Callable[[], contextlib.AbstractContextManager[Any]]

@@ -13,11 +13,14 @@ whole process (tens of milliseconds each, in the caller's thread). The items the
 numbers, dicts of plain values) are not tracked, so a buffered event adds nothing to collect.
 
 The bound: when the list holds ``spill_events`` or more, the list's content moves to a deque of
-chunks (one list object per chunk), so that dropping the oldest never shifts the whole buffer;
-then the oldest events beyond ``buffer_events`` are dropped, whole events, oldest first. This runs
-in :meth:`check` (so memory stays flat while the flusher is stuck on a frozen Redis), before every
-take and before :meth:`stats`. Between two checks the list may hold up to ``check_every`` events
-beyond the bound (more only while checks find the lock held, see :meth:`check`); nothing reads it
+chunks (one tuple per chunk), so that dropping the oldest never shifts the whole buffer. Tuples,
+not lists: the collector walks every item of a list in each collection of its generation, but
+it stops tracking a tuple of untracked items the first time it meets one, so a chunk costs one
+look, not one per young collection while it waits. Then the oldest events beyond
+``buffer_events`` are dropped, whole events, oldest first. This runs in :meth:`check` (so memory
+stays flat while the flusher is stuck on a frozen Redis), before every take and before
+:meth:`stats`. Between two checks the list may hold up to ``check_every`` events beyond the
+bound (more only while checks find the lock held, see :meth:`check`); nothing reads it
 meanwhile.
 
 Exact accounting without a lock on the hot path: only holders of ``_lock`` remove events (the
@@ -45,7 +48,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from producers._encode import WIDTH, BatchEncoder
@@ -92,7 +95,7 @@ class EventBuffer:
                  owns_client: bool) -> None:
         self._buf: list[Any] = []
         self.append: Callable[[tuple[Any, ...]], None] = self._buf.extend
-        self._chunks: collections.deque[list[Any]] = collections.deque()
+        self._chunks: collections.deque[tuple[Any, ...]] = collections.deque()
         self._chunk_items = 0
         self._bound_items = config.buffer_events * WIDTH
         self._spill_items = max(1, min(SPILL_EVENTS, config.buffer_events)) * WIDTH
@@ -218,38 +221,38 @@ class EventBuffer:
                 self._lock.release()
             del doomed   # freed outside the lock
 
-    def _keep_bound(self) -> list[list[Any]]:
+    def _keep_bound(self) -> list[Sequence[Any]]:
         """Move a long list into a chunk, then drop the oldest events beyond the bound.
 
         The caller holds ``_lock``. Returns the dropped items: the caller releases them after
         the lock, as freeing thousands of events takes a while.
         """
-        buf, chunks = self._buf, self._chunks
-        size = len(buf)
-        if size >= self._spill_items:
-            chunks.append(buf[:size])
-            del buf[:size]   # callers only add at the end meanwhile: these are the items copied
-            self._chunk_items += size
+        buf = self._buf
+        if len(buf) >= self._spill_items:
+            chunk = tuple(buf)   # one C call: whole events, as each extend is one call too
+            del buf[:len(chunk)]   # callers only add at the end meanwhile: these are the items copied
+            self._chunks.append(chunk)
+            self._chunk_items += len(chunk)
         excess = self._chunk_items + len(buf) - self._bound_items
-        doomed: list[list[Any]] = []
+        doomed: list[Sequence[Any]] = []
         while excess > 0 and (oldest := self._cut_oldest(excess)):
             doomed.append(oldest)
             excess -= len(oldest)
         return doomed
 
-    def _cut_oldest(self, limit_items: int) -> list[Any]:
+    def _cut_oldest(self, limit_items: int) -> Sequence[Any]:
         """Remove and return up to ``limit_items`` of the oldest items (whole events), from the
         oldest chunk, or from the list when there is none; the caller holds ``_lock``."""
         chunks = self._chunks
         if not chunks:
-            cut = self._buf[:limit_items]
-            del self._buf[:len(cut)]   # callers only add at the end meanwhile
-            return cut
-        if len(chunks[0]) <= limit_items:
+            taken = self._buf[:limit_items]
+            del self._buf[:len(taken)]   # callers only add at the end meanwhile
+            return taken
+        oldest = chunks[0]
+        if len(oldest) <= limit_items:
             cut = chunks.popleft()
         else:
-            cut = chunks[0][:limit_items]
-            del chunks[0][:limit_items]
+            cut, chunks[0] = oldest[:limit_items], oldest[limit_items:]
         self._chunk_items -= len(cut)
         return cut
 
@@ -267,7 +270,7 @@ class EventBuffer:
         except Exception:  # thread boundary: a bug here must be visible, the caller is unaffected
             logger.exception("telemetry flusher stopped by an unexpected error")
 
-    def _take(self, events: int) -> list[Any]:
+    def _take(self, events: int) -> Sequence[Any]:
         """The items of up to ``events`` of the oldest buffered events (after keeping the bound)."""
         with self._lock:
             doomed = self._keep_bound()

@@ -38,7 +38,7 @@ WIDTH: Final = 7
 BufferedEvent = tuple[Any, ...]
 
 
-def unflatten(items: list[Any]) -> list[BufferedEvent]:
+def unflatten(items: Sequence[Any]) -> list[BufferedEvent]:
     """The events held by ``items`` (whole events of :data:`WIDTH` items each), in order.
 
     Plain emits (most events) become their tuples in C (``zip`` over strided slices). The others
@@ -157,7 +157,7 @@ class BatchEncoder:
         """Return ``([(shard, payload, event_count), ...], errors)`` for one batch of events."""
         return self.encode_slices([events])
 
-    def encode_items(self, items: list[Any]) -> tuple[list[tuple[int, bytes, int]], int]:
+    def encode_items(self, items: Sequence[Any]) -> tuple[list[tuple[int, bytes, int]], int]:
         """:meth:`encode` for a batch as the buffer holds it (flat items, :data:`WIDTH` per event).
 
         Event tuples are built :data:`SLICE_EVENTS` at a time and die once their slice is packed.
