@@ -62,7 +62,7 @@ BACKOFF_BASE_S: Final = 0.05
 BACKOFF_MAX_S: Final = 5.0
 DROP_LOG_INTERVAL_S: Final = 10.0
 QUANTUM_S: Final = 0.0003     # the flusher's encoding between two sends while it keeps up
-FIRST_COST_S: Final = 1e-6    # encoding cost per event assumed until one take is measured
+FIRST_COST_S: Final = 3e-6    # assumed until a take is measured: a new thread's first takes are slow
 COST_WEIGHT: Final = 0.3      # weight of the latest take in the running cost estimate
 MIN_TAKE_EVENTS: Final = 100
 BATCHES_PER_SEND: Final = 4   # while catching up: full batches per send
@@ -341,7 +341,7 @@ class EventBuffer:
 
     def _events_per_quantum(self) -> int:
         """Events that ``QUANTUM_S`` of encoding covers, within [MIN_TAKE_EVENTS, batch_max_events]."""
-        fit = int(QUANTUM_S / max(self._event_cost_s, 1e-9))
+        fit = round(QUANTUM_S / max(self._event_cost_s, 1e-9))
         return max(min(MIN_TAKE_EVENTS, self._batch_max), min(fit, self._batch_max))
 
     def _backoff(self, attempt: int) -> bool:

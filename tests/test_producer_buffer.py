@@ -178,7 +178,7 @@ def test_takes_hold_what_one_quantum_encodes_within_limits() -> None:
     core = EventBuffer(ProducerConfig(buffer_events=100_000, shards=1, batch_max_events=2_000,
                                       flush_interval_ms=3_600_000), fakeredis.FakeRedis,
                        producer_id="0123456789abcdef", owns_client=True)
-    assert core._take_events == int(_buffer.QUANTUM_S / _buffer.FIRST_COST_S)
+    assert core._take_events == round(_buffer.QUANTUM_S / _buffer.FIRST_COST_S)
     for _ in range(50):   # converges to the measured cost
         core._learn_cost(elapsed_s=0.001, events=4_000)   # 250 ns per event
     assert core._take_events == pytest.approx(_buffer.QUANTUM_S / 250e-9, rel=0.01)
