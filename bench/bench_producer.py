@@ -217,11 +217,13 @@ def _recording_rows(candidates: list[_Candidate]) -> tuple[list[str], dict[str, 
 
 
 @contextlib.contextmanager
-def _servers() -> Iterator[tuple[RedisServer, contextlib.ExitStack, Path]]:
-    with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp, contextlib.ExitStack() as stack:
+def _servers() -> Iterator[tuple[RedisServer, Path]]:
+    with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp:
         redis = RedisServer(Path(tmp) / "redis", appendonly=False).start()
-        stack.callback(redis.kill)
-        yield redis, stack, Path(tmp)
+        try:
+            yield redis, Path(tmp)
+        finally:
+            redis.kill()
 
 
 def _encoder_split() -> tuple[float, float, float]:
@@ -300,10 +302,13 @@ FLOOR = "deque append of the same tuple (floor)"
 
 def run() -> str:
     """Run every measurement; return the Markdown section for bench/RESULTS.md."""
-    with _servers() as (redis, stack, workdir):
-        candidates = [*_ours(redis, stack), _prometheus(), _opentelemetry(stack), _statsd(stack),
-                      *_influx(stack, workdir), _xadd(redis)]
-        recording, figures = _recording_rows(candidates)
+    with _servers() as (redis, workdir):
+        with contextlib.ExitStack() as others:   # their threads stop before the frozen-Redis calls
+            candidates = [*_ours(redis, others), _prometheus(), _opentelemetry(others), _statsd(others),
+                          *_influx(others, workdir), _xadd(redis)]
+            recording, figures = _recording_rows(candidates)
+        del candidates
+        gc.collect()
         frozen, memory, frozen_figures = frozen_redis(redis)
         throughput_rows, sustainable, tuned = throughput(redis)
     wire_ns, fresh_one_ns, fresh_four_ns = _encoder_split()

@@ -77,13 +77,13 @@ def _bounded_list_run() -> list[int]:
     (moved to a chunk every 4,096 events, the oldest chunk dropped beyond 100,000): what the
     machine and the allocator cost with no other thread."""
     items: list[Any] = []
-    chunks: collections.deque[list[Any]] = collections.deque()
+    chunks: collections.deque[tuple[Any, ...]] = collections.deque()
     extend, now = items.extend, time.time
 
     def record() -> None:
         extend((0, MEASUREMENT, now(), TAGS, None, FIELDS, None))
         if len(items) >= 28_672:
-            chunks.append(items[:])
+            chunks.append(tuple(items))
             items.clear()
             if len(chunks) > 24:
                 chunks.popleft()

@@ -96,7 +96,8 @@ class EventBuffer:
         self._buf: list[Any] = []
         self.append: Callable[[tuple[Any, ...]], None] = self._buf.extend
         self._chunks: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._chunk_items = 0
+        self._chunk_items = 0    # items not yet cut from the chunks
+        self._oldest_cut = 0     # items already cut from the front of the oldest chunk
         self._bound_items = config.buffer_events * WIDTH
         self._spill_items = max(1, min(SPILL_EVENTS, config.buffer_events)) * WIDTH
         self._wake_items = config.batch_max_events * WIDTH
@@ -235,24 +236,30 @@ class EventBuffer:
             self._chunk_items += len(chunk)
         excess = self._chunk_items + len(buf) - self._bound_items
         doomed: list[Sequence[Any]] = []
-        while excess > 0 and (oldest := self._cut_oldest(excess)):
+        while excess > 0 and (oldest := self._cut_oldest(excess, doomed)):
             doomed.append(oldest)
             excess -= len(oldest)
         return doomed
 
-    def _cut_oldest(self, limit_items: int) -> Sequence[Any]:
+    def _cut_oldest(self, limit_items: int, spent: list[Sequence[Any]]) -> Sequence[Any]:
         """Remove and return up to ``limit_items`` of the oldest items (whole events), from the
-        oldest chunk, or from the list when there is none; the caller holds ``_lock``."""
+        oldest chunk, or from the list when there is none; the caller holds ``_lock``.
+
+        A chunk keeps what was cut from it until the last of it is cut (at most one chunk
+        beyond the bound); then it goes to ``spent``, for the caller to release after the lock.
+        """
         chunks = self._chunks
         if not chunks:
             taken = self._buf[:limit_items]
             del self._buf[:len(taken)]   # callers only add at the end meanwhile
             return taken
-        oldest = chunks[0]
-        if len(oldest) <= limit_items:
-            cut = chunks.popleft()
+        oldest, start = chunks[0], self._oldest_cut
+        cut = oldest[start:start + limit_items]   # copies what is cut only, not what stays
+        if start + len(cut) < len(oldest):
+            self._oldest_cut = start + len(cut)
         else:
-            cut, chunks[0] = oldest[:limit_items], oldest[limit_items:]
+            spent.append(chunks.popleft())
+            self._oldest_cut = 0
         self._chunk_items -= len(cut)
         return cut
 
@@ -274,7 +281,7 @@ class EventBuffer:
         """The items of up to ``events`` of the oldest buffered events (after keeping the bound)."""
         with self._lock:
             doomed = self._keep_bound()
-            items = self._cut_oldest(events * WIDTH)
+            items = self._cut_oldest(events * WIDTH, doomed)
             self._taken += len(items) // WIDTH
         del doomed
         return items
