@@ -355,7 +355,8 @@ def run() -> str:
         "5 ms). Buffered events are items the collector does not track, so they neither start full "
         "collections nor lengthen them; a full collection of the process's other objects still runs "
         "inside whichever call allocated last (the second row pauses the collector, which a library "
-        "cannot do to its host).",
+        "cannot do to its host). The other candidates' threads are stopped before these rows, and the "
+        "timings wait in arrays, which the collector does not walk.",
         "",
         "| what | median ns | p99 ns | p99.99 ns | worst ns | calls > 100 µs |",
         "|---|---:|---:|---:|---:|---:|",
