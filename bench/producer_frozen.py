@@ -21,11 +21,14 @@ from bench.producer_workload import (
     rss_mib,
 )
 from producers import Telemetry
+from producers._buffer import SPILL_EVENTS
+from producers._encode import WIDTH
 from tests.services import RedisServer
 
 _pc = time.perf_counter_ns
 FROZEN_RUNS = 5
 FROZEN_CALLS = 200_000
+BOUND_EVENTS = 100_000
 
 
 def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, float]]:
@@ -36,7 +39,7 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
     """
     ours, full_collections = _repeated(lambda: _frozen_calls(redis, contextlib.nullcontext))
     no_gc, _ = _repeated(lambda: _frozen_calls(redis, collector_paused))
-    floor: collections.deque[Any] = collections.deque(maxlen=100_000)
+    floor: collections.deque[Any] = collections.deque(maxlen=BOUND_EVENTS)
     append, now = floor.append, time.time
     base = per_call(lambda: append((0, MEASUREMENT, now(), TAGS, FIELDS)), 200_000)
     items_floor, _ = _repeated(lambda: (_bounded_list_run(), 0))
@@ -74,7 +77,7 @@ def frozen_redis(redis: RedisServer) -> tuple[list[str], list[str], dict[str, fl
 
 def _bounded_list_run() -> list[int]:
     """Single extends of an event's items into a list, timed alone, kept as the buffer keeps it
-    (moved to a chunk every 4,096 events, the oldest chunk dropped beyond 100,000): what the
+    (moved to a chunk every SPILL_EVENTS, the oldest chunk dropped beyond the bound): what the
     machine and the allocator cost with no other thread."""
     items: list[Any] = []
     chunks: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -82,18 +85,18 @@ def _bounded_list_run() -> list[int]:
 
     def record() -> None:
         extend((0, MEASUREMENT, now(), TAGS, None, FIELDS, None))
-        if len(items) >= 28_672:
+        if len(items) >= SPILL_EVENTS * WIDTH:
             chunks.append(tuple(items))
             items.clear()
-            if len(chunks) > 24:
+            if len(chunks) * SPILL_EVENTS > BOUND_EVENTS:
                 chunks.popleft()
 
     return per_call(record, FROZEN_CALLS)
 
 
 def _started(redis: RedisServer) -> Telemetry:
-    """A producer with a 100,000-event bound that has delivered its first event."""
-    tel = Telemetry(redis_url=redis.url, buffer_events=100_000)
+    """A producer with a BOUND_EVENTS bound that has delivered its first event."""
+    tel = Telemetry(redis_url=redis.url, buffer_events=BOUND_EVENTS)
     tel.emit(MEASUREMENT, FIELDS, TAGS)
     tel.flush(10)
     return tel

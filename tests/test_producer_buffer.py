@@ -26,9 +26,9 @@ def fake() -> Iterator[fakeredis.FakeRedis]:
     client.close()
 
 
-def idle_buffer(bound: int) -> EventBuffer:
+def idle_buffer(bound: int, **settings: int) -> EventBuffer:
     """A buffer whose flusher is not started: only callers and the test act on it."""
-    return EventBuffer(ProducerConfig(buffer_events=bound, **QUIET), fakeredis.FakeRedis,
+    return EventBuffer(ProducerConfig(buffer_events=bound, **{**QUIET, **settings}), fakeredis.FakeRedis,
                        producer_id="0123456789abcdef", owns_client=True)
 
 
@@ -175,9 +175,7 @@ def staged_entry_sizes(core: EventBuffer) -> list[int]:
 def test_takes_hold_what_one_quantum_encodes_within_limits() -> None:
     """The flusher sizes its takes by the encoding cost it measured: a cheap event gives larger
     takes, a costly one smaller, never fewer than MIN_TAKE_EVENTS nor more than a batch."""
-    core = EventBuffer(ProducerConfig(buffer_events=100_000, shards=1, batch_max_events=2_000,
-                                      flush_interval_ms=3_600_000), fakeredis.FakeRedis,
-                       producer_id="0123456789abcdef", owns_client=True)
+    core = idle_buffer(100_000, shards=1, batch_max_events=2_000)
     assert core._take_events == round(_buffer.QUANTUM_S / _buffer.FIRST_COST_S)
     for _ in range(50):   # converges to the measured cost
         core._learn_cost(elapsed_s=0.001, events=4_000)   # 250 ns per event
@@ -196,9 +194,7 @@ def test_the_flusher_sends_after_one_take_and_catches_up_in_full_batches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """While little waits, one take per send (the send lets callers have the interpreter lock);
     once half the bound waits, several full batches per send."""
-    core = EventBuffer(ProducerConfig(buffer_events=40_000, shards=1, batch_max_events=2_000,
-                                      flush_interval_ms=3_600_000), fakeredis.FakeRedis,
-                       producer_id="0123456789abcdef", owns_client=True)
+    core = idle_buffer(40_000, shards=1, batch_max_events=2_000)
     monkeypatch.setattr(core, "_learn_cost", lambda elapsed_s, events: None)   # keep the take size
     core._take_events = 300
     for i in range(5_000):
