@@ -13,9 +13,12 @@ A stream entry has these fields (all values are bytes on the wire)::
 
 Each event is a msgpack array ``[kind, measurement, ts, tags, fields]``:
 
-    kind         0 emit, 1 count, 2 gauge, 3 observe (timer observes milliseconds)
+    kind         0 emit, 1 count, 2 gauge, 3 observe (timer observes milliseconds),
+                 4 point (an InfluxDB point given to ``write``), 5 rejected (input that could
+                 not be read as a point, shipped so the worker dead-letters it)
     measurement  str
-    ts           float, seconds since the Unix epoch (event time)
+    ts           float, seconds since the Unix epoch (event time); for kinds 4 and 5 an int,
+                 nanoseconds since the Unix epoch, exact
     tags         map str -> str (may be empty)
     fields       map str -> bool | int | float | str (count/gauge/observe carry one field)
 
@@ -39,8 +42,11 @@ KIND_EMIT: Final = 0
 KIND_COUNT: Final = 1
 KIND_GAUGE: Final = 2
 KIND_OBSERVE: Final = 3
+KIND_POINT: Final = 4
+KIND_REJECTED: Final = 5
 KINDS: Final = (KIND_EMIT, KIND_COUNT, KIND_GAUGE, KIND_OBSERVE)
 KIND_NAMES: Final = {KIND_EMIT: "emit", KIND_COUNT: "count", KIND_GAUGE: "gauge", KIND_OBSERVE: "observe"}
+POINT_KIND_NAMES: Final = {KIND_POINT: "point", KIND_REJECTED: "rejected"}
 
 FIELD_VERSION: Final = b"v"
 FIELD_PRODUCER: Final = b"p"
