@@ -49,6 +49,11 @@ _MEASUREMENT_UNESCAPE: Final = re.compile(r"\\([, ])")
 _KEY_UNESCAPE: Final = re.compile(r"\\([,= ])")
 _STRING_UNESCAPE: Final = re.compile(r'\\(["\\])')
 _EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_UINT64_MAX: Final = 2**64 - 1
+_TIME_MIN_NS: Final = -(2**63) + 2  # InfluxDB keeps the two extreme values for itself
+_TIME_MAX_NS: Final = 2**63 - 2
 
 
 class LineError(NamedTuple):
@@ -85,11 +90,14 @@ def _number(text: str) -> int | float | bool:
     last = text[-1]
     try:
         if last == "i":
-            return int(text[:-1])
+            value = int(text[:-1])
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise _Unparsable(f"integer field value {text!r} is out of the 64-bit range")
+            return value
         if last == "u":
             value = int(text[:-1])
-            if value < 0:
-                raise _Unparsable(f"unsigned field value {text!r} is negative")
+            if not 0 <= value <= _UINT64_MAX:
+                raise _Unparsable(f"unsigned field value {text!r} is out of the unsigned 64-bit range")
             return value
         if text in _TRUE:
             return True
@@ -98,7 +106,7 @@ def _number(text: str) -> int | float | bool:
         number = float(text)
     except ValueError:
         raise _Unparsable(f"invalid field value {text!r}") from None
-    if not math.isfinite(number) or text[0] not in "+-.0123456789":
+    if not math.isfinite(number) or text[0] not in "-.0123456789":
         raise _Unparsable(f"invalid field value {text!r}")
     return number
 
@@ -106,7 +114,10 @@ def _number(text: str) -> int | float | bool:
 def _timestamp(text: str, factor: int) -> int:
     if "_" in text or not text.lstrip("-").isdigit():
         raise _Unparsable(f"invalid timestamp {text!r}")
-    return int(text) * factor
+    ts = int(text) * factor
+    if not _TIME_MIN_NS <= ts <= _TIME_MAX_NS:
+        raise _Unparsable(f"timestamp {text!r} is outside InfluxDB's time range")
+    return ts
 
 
 def _tags(parts: list[str], unescape: bool) -> dict[str, str]:
@@ -118,6 +129,8 @@ def _tags(parts: list[str], unescape: bool) -> dict[str, str]:
         if unescape:
             key, value = _KEY_UNESCAPE.sub(r"\1", key), _KEY_UNESCAPE.sub(r"\1", value)
         tags[key] = value
+    if len(tags) != len(parts):
+        raise _Unparsable("duplicate tags")
     return tags
 
 
@@ -155,6 +168,8 @@ def _split_unescaped(text: str, sep: str) -> list[str]:
 def _fast_line(line: str, factor: int, default_ns: int) -> PointEvent:
     """A line with no backslash and no double quote: plain splits (the common case)."""
     sections = line.split(" ")
+    if "" in sections:  # runs of spaces between sections are allowed, as InfluxDB allows them
+        sections = [section for section in sections if section]
     if len(sections) == 3:
         series, field_text, stamp = sections
         ts = _timestamp(stamp, factor)
@@ -220,7 +235,8 @@ def _escaped_line(line: str, factor: int, default_ns: int) -> PointEvent:
     if not measurement:
         raise _Unparsable("missing measurement")
     tags = _tags(series[1:], escaped) if len(series) > 1 else {}
-    fields, stamp = _field_section(rest)
+    fields, stamp = _field_section(rest.lstrip(" "))
+    stamp = stamp.strip(" ") if stamp is not None else None
     if stamp is not None and (not stamp or " " in stamp):
         raise _Unparsable("want 'measurement[,tags] fields [timestamp]' separated by single spaces")
     ts = default_ns if stamp is None else _timestamp(stamp, factor)
