@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgpack
 
 from producers.keys import shard_of_series
-from producers.wire import KIND_EMIT
+from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def unflatten(items: Sequence[Any]) -> list[BufferedEvent]:
                 tags = {**tags, **extra}
             except Exception:  # not mappings: to_wire meets the same problem and counts it
                 tags = (tags, extra)
-        if kind != KIND_EMIT:
+        if kind != KIND_EMIT and kind != KIND_POINT and kind != KIND_REJECTED:
             try:
                 fields = {fields: values[i]}
             except TypeError:  # an unhashable field name: likewise
@@ -117,8 +117,8 @@ def to_wire(event: BufferedEvent) -> tuple[Any, ...]:
         tags = {**tags[0], **tags[1]}
     elif type(tags) is not dict:
         tags = _mapping(tags)
-    if type(ts) is not float:
-        ts = _timestamp(ts)
+    if type(ts) is not float and not (type(ts) is int and kind >= KIND_POINT):
+        ts = _timestamp(ts)   # points (kinds 4 and 5) keep their exact int nanoseconds
     return (kind, measurement, ts, tags, fields)
 
 
