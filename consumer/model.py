@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from producers.points import REASON_UNPARSABLE
+
 FieldValue = bool | int | float | str
 
 # Dead-letter reasons: the complete vocabulary, used in the stream, the CLI and the dashboards.
@@ -25,6 +27,8 @@ REASON_TOO_MANY_FIELDS: Final = "too_many_fields"
 REASON_TOO_LATE: Final = "too_late"
 REASON_FROM_FUTURE: Final = "from_future"
 REASON_REJECTED: Final = "rejected"
+REASON_UNPARSABLE_LINE: Final = REASON_UNPARSABLE
+"""Input to ``tel.write`` that is not a point (see :mod:`producers.points`)."""
 DEAD_LETTER_REASONS: Final = (
     REASON_UNDECODABLE,
     REASON_UNKNOWN_VERSION,
@@ -37,6 +41,7 @@ DEAD_LETTER_REASONS: Final = (
     REASON_TOO_LATE,
     REASON_FROM_FUTURE,
     REASON_REJECTED,
+    REASON_UNPARSABLE_LINE,
 )
 
 
