@@ -29,7 +29,7 @@ import datetime as _dt
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 from producers.wire import KIND_POINT, KIND_REJECTED
@@ -134,8 +134,8 @@ def _tags(parts: list[str], unescape: bool) -> dict[str, str]:
     return tags
 
 
-def _split_first(text: str, sep: str) -> tuple[str, str, str]:
-    """``str.partition`` at the first ``sep`` not escaped by a backslash."""
+def _unescaped(text: str, sep: str) -> Iterator[int]:
+    """The positions of ``sep`` in ``text`` that no backslash escapes."""
     i = 0
     while i < len(text):
         char = text[i]
@@ -143,24 +143,23 @@ def _split_first(text: str, sep: str) -> tuple[str, str, str]:
             i += 2
             continue
         if char == sep:
-            return text[:i], sep, text[i + 1:]
+            yield i
         i += 1
-    return text, "", ""
+
+
+def _split_first(text: str, sep: str) -> tuple[str, str, str]:
+    """``str.partition`` at the first ``sep`` not escaped by a backslash."""
+    i = next(_unescaped(text, sep), None)
+    return (text, "", "") if i is None else (text[:i], sep, text[i + 1:])
 
 
 def _split_unescaped(text: str, sep: str) -> list[str]:
     """Split at every ``sep`` not escaped by a backslash."""
     parts: list[str] = []
-    start = i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == sep:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
+    start = 0
+    for i in _unescaped(text, sep):
+        parts.append(text[start:i])
+        start = i + 1
     parts.append(text[start:])
     return parts
 
