@@ -32,6 +32,7 @@ COMMAND_MODULES: Final = (
     "consumer.cli.demo",
     "consumer.cli.dashboards",
     "consumer.cli.influx",
+    "consumer.cli.listen",
 )
 
 app = typer.Typer(
