@@ -38,8 +38,8 @@ class RunningListener:
 
     def __init__(self, redis_url: str, **options: Any) -> None:
         self.port = free_port()
-        self.config = ListenerConfig(redis_url=redis_url, prefix=PREFIX, shards=SHARDS, stream_maxlen=1_000_000,
-                                     port=self.port, **options)
+        self.config = ListenerConfig(redis_url=redis_url, prefix=PREFIX, shards=SHARDS,
+                                     stream_maxlen=1_000_000, port=self.port, **options)
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -91,7 +91,8 @@ def stored_events(server: RedisServer) -> list[list[Any]]:
     return events
 
 
-def test_v1_and_v2_writes_are_in_redis_before_204(redis_server: RedisServer, listener: RunningListener) -> None:
+def test_v1_and_v2_writes_are_in_redis_before_204(redis_server: RedisServer,
+                                                  listener: RunningListener) -> None:
     status, headers, _ = post(f"{listener.url}/write?db=x&precision=s", b"cpu,host=a usage=0.5 1700000000\n")
     assert status == 204
     assert "X-Influxdb-Version" in headers
@@ -99,7 +100,8 @@ def test_v1_and_v2_writes_are_in_redis_before_204(redis_server: RedisServer, lis
     status, _, _ = post(f"{listener.url}/api/v2/write?org=o&bucket=b&precision=ms", body,
                         {"Content-Encoding": "gzip"})
     assert status == 204
-    points = sorted((e for e in stored_events(redis_server) if e[0] == KIND_POINT), key=lambda e: e[3]["host"])
+    points = sorted((e for e in stored_events(redis_server) if e[0] == KIND_POINT),
+                    key=lambda e: e[3]["host"])
     assert points == [
         [KIND_POINT, "cpu", 1_700_000_000_000_000_000, {"host": "a"}, {"usage": 0.5}],
         [KIND_POINT, "cpu", 1_700_000_000_000_000_000, {"host": "b"}, {"usage": 1}],
