@@ -171,7 +171,8 @@ def run() -> str:
             influx.create_database("ingest")
             rates: dict[tuple[str, int], float] = {}
             for clients in CLIENTS:
-                rates[("influxd", clients)] = lines_per_s(influx.port, "/write?db=ingest&precision=ns", clients)
+                rates[("influxd", clients)] = lines_per_s(influx.port, "/write?db=ingest&precision=ns",
+                                                          clients)
             with listening(redis_server.url) as port:
                 for clients in CLIENTS:
                     rates[("listen", clients)] = lines_per_s(port, "/write?precision=ns", clients)
@@ -184,7 +185,8 @@ def run() -> str:
             influx.stop()
             redis_server.stop()
     lines = [
-        "## Drop-in ingestion: `telemetry listen` against influxd's `/write`, `tel.write` against influxdb-client",
+        "## Drop-in ingestion: `telemetry listen` against influxd's `/write`, "
+        "`tel.write` against influxdb-client",
         "",
         f"Bodies of {LINES_PER_BODY:,} lines ({USERS:,} series each, ns timestamps), posted back to back "
         f"for {SECONDS_PER_RUN:g} s per row over keep-alive connections. A 204 from the listener means the "
