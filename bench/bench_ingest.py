@@ -91,13 +91,13 @@ def lines_per_s(port: int, path: str, clients: int) -> float:
 
 
 @contextlib.contextmanager
-def listening(redis_url: str) -> Iterator[int]:
-    """``telemetry listen`` as its own process on a free port."""
+def listening(redis_url: str, processes: int = 1) -> Iterator[int]:
+    """``telemetry listen`` (``--processes``) on a free port."""
     port = free_port()
     env = {**os.environ, "TELEMETRY_REDIS_URL": redis_url, "TELEMETRY_STREAM_PREFIX": "ingest",
            "TELEMETRY_STREAM_MAXLEN": "100000000", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-c", "from consumer.cli.app import main; main()",
-                                "listen", "--port", str(port)], env=env,
+                                "listen", "--port", str(port), "--processes", str(processes)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
@@ -176,6 +176,8 @@ def run() -> str:
             with listening(redis_server.url) as port:
                 for clients in CLIENTS:
                     rates[("listen", clients)] = lines_per_s(port, "/write?precision=ns", clients)
+            with listening(redis_server.url, processes=2) as port:
+                rates[("listen x2", 4)] = lines_per_s(port, "/write?precision=ns", 4)
                 gateway = InfluxV2Gateway(influx.url).start()
                 try:
                     costs = caller_costs(port, gateway.url, "ingest")
@@ -198,6 +200,9 @@ def run() -> str:
     for clients in CLIENTS:
         ours, reference = rates[("listen", clients)], rates[("influxd", clients)]
         lines.append(f"| {clients} | {ours:,.0f} | {reference:,.0f} | {ours / reference:.2f} |")
+    both = rates[("listen x2", 4)]
+    lines.append(f"| 4, `--processes 2` | {both:,.0f} | {rates[('influxd', 4)]:,.0f} | "
+                 f"{both / rates[('influxd', 4)]:.2f} |")
     one = rates[("listen", 1)]
     lines += ["", f"Target ≥ {TARGET_LINES_S:,} lines/s on one core (one client): "
               f"{'met' if one >= TARGET_LINES_S else 'not met'} ({one:,.0f}).", "",

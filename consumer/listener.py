@@ -30,7 +30,9 @@ import asyncio
 import base64
 import hmac
 import logging
+import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -222,10 +224,36 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
                              headers={**VERSION_HEADER, **(headers or {})})
 
 
-def serve(config: ListenerConfig) -> None:
-    """Serve until SIGINT/SIGTERM."""
-    logger.info("listening on http://%s:%d (POST /write, /api/v2/write)", config.host, config.port)
-    web.run_app(Listener(config).app(), host=config.host, port=config.port, print=None)
+def _serve_one(config: ListenerConfig, reuse_port: bool) -> None:
+    web.run_app(Listener(config).app(), host=config.host, port=config.port, print=None,
+                reuse_port=reuse_port or None)
+
+
+def serve(config: ListenerConfig, processes: int = 1) -> None:
+    """Serve until SIGINT/SIGTERM; ``processes`` > 1 shares the port among that many (SO_REUSEPORT).
+
+    Why processes: parsing is CPU work under one interpreter lock, so one process is one core. Each
+    process is its own producer (own id, own sequence numbers), which the workers dedupe apart.
+    """
+    logger.info("listening on http://%s:%d (POST /write, /api/v2/write) with %d process(es)",
+                config.host, config.port, processes)
+    if processes <= 1:
+        _serve_one(config, reuse_port=False)
+        return
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_serve_one, args=(config, True), daemon=True)
+                for _ in range(processes)]
+    for child in children:
+        child.start()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        for child in children:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.join()
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_PORT", "Listener", "ListenerConfig", "serve"]

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -193,3 +198,43 @@ def test_influxdb_client_pointed_at_the_listener_lands_in_influxdb(
     assert rows["u1"]["time"] == t0 and rows["u1"]["event_count"] == 10
     assert rows["u1"]["score"] == pytest.approx(4.5) and rows["u1"]["flag"] == 5
     assert rows["u2"]["event_count"] == 10 and rows["u2"]["flag"] == 10
+
+
+def _listen_process(redis_url: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+    env.update({"TELEMETRY_REDIS_URL": redis_url, "TELEMETRY_STREAM_PREFIX": PREFIX,
+                "TELEMETRY_SHARDS": str(SHARDS)})
+    command = [sys.executable, "-c", "from consumer.cli.app import main; main()", "listen", *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_command_serves_with_several_processes_and_stops_on_sigterm(redis_server: RedisServer) -> None:
+    port = free_port()
+    process = _listen_process(redis_server.url, "--port", str(port), "--processes", "2")
+    try:
+        deadline = time.monotonic() + 30
+        status = 0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                status = post(f"http://127.0.0.1:{port}/write", b"m x=1 1")[0]
+                break
+            time.sleep(0.2)
+        assert status == 204
+        for i in range(20):   # new connections: the kernel spreads them over both processes
+            assert post(f"http://127.0.0.1:{port}/write", f"m x={i} {i + 2}".encode())[0] == 204
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    producers_seen = {decode_entry(fields).producer_id
+                      for shard in range(SHARDS)
+                      for _id, fields in redis_server.client().xrange(f"{PREFIX}:{{{shard}}}")}
+    assert len(stored_events(redis_server)) == 21
+    assert 1 <= len(producers_seen) <= 2
+
+
+def test_a_bad_setting_is_one_line_naming_it(redis_server: RedisServer) -> None:
+    process = _listen_process(redis_server.url, "--port", "70000")
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 2
+    assert err.strip().splitlines()[-1] == ("telemetry: configuration error: --port=70000 is not a TCP port "
+                                            "(0-65535)")

@@ -63,9 +63,11 @@ def listen_command(
                      ] = None,
     redis_url: Annotated[str | None, typer.Option("--redis-url", show_default=False,
                                                   help="Redis URL (env TELEMETRY_REDIS_URL)")] = None,
+    processes: Annotated[int, typer.Option("--processes", min=1,
+                                           help="processes sharing the port, one core each")] = 1,
 ) -> None:
     """Accept InfluxDB line protocol over HTTP; 204 once the points are in Redis, 503 while it is not."""
-    serve(listener_config(host, port, max_body, token, redis_url))
+    serve(listener_config(host, port, max_body, token, redis_url), processes)
 
 
 def register(app: typer.Typer) -> None:
