@@ -13,8 +13,11 @@ Answers (what InfluxDB's clients already know how to react to):
     401  a token is configured and the request has none or another (``Authorization: Token …``,
          ``Bearer …``, basic auth or v1 ``u``/``p`` with the token as password).
     413  the body (after gzip) is over the limit.
-    503  Redis did not take the entries (``Retry-After`` says when to try again); nothing of the
-         body was added, as all its entries go in one MULTI/EXEC transaction.
+    503  Redis did not confirm the entries (``Retry-After`` says when to try again). All of a
+         body's entries go in one MULTI/EXEC transaction, so it is in whole or not at all; when
+         the answer was lost with the connection, the listener resends the same entries (same
+         sequence numbers, which the worker applies once) before anything else, and answers the
+         client's retry of the same bytes from them: retried bodies are counted once.
 
 Built on aiohttp: a maintained asyncio HTTP server that decodes gzip request bodies, enforces a
 body limit and keeps connections alive, which is what write clients rely on; the parsing is ours.
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+import hashlib
 import hmac
 import logging
 import multiprocessing
@@ -56,6 +61,8 @@ DEFAULT_PORT: Final = 8186
 DEFAULT_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 RETRY_AFTER_S: Final = 1
 MAX_NAMED_LINES: Final = 20
+REMEMBERED_BODIES: Final = 1_024
+"""Bodies answered 503 and delivered since, remembered so that a client's retry is not added again."""
 VERSION_HEADER: Final = {"X-Influxdb-Version": "1.8-telemetry-listen"}
 
 
@@ -97,6 +104,8 @@ class Listener:
         self._producer_id = os.urandom(8).hex()
         self._sequences = [0] * max(1, config.shards)
         self._lock = asyncio.Lock()
+        self._pending: tuple[bytes, list[tuple[int, dict[bytes, bytes]]]] | None = None
+        self._delivered: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self.metrics = _Metrics()
 
     def app(self) -> web.Application:
@@ -151,7 +160,8 @@ class Listener:
         shipped: list[Any] = [*events, *(rejected_event(error, now_ns) for error in errors)]
         if shipped:
             try:
-                await self._store(shipped)
+                await self._store(hashlib.blake2b(precision.encode() + b"\n" + body, digest_size=16).digest(),
+                                  shipped)
             except (RedisError, OSError) as exc:
                 logger.warning("Redis did not take a write (%s); answering 503, clients retry", exc)
                 return _error(503, "unavailable", f"Redis is unavailable: {exc}",
@@ -162,19 +172,44 @@ class Listener:
             return _error(400, "invalid", _partial_message(errors, len(events)))
         return web.Response(status=204, headers=VERSION_HEADER)
 
-    async def _store(self, events: list[Any]) -> None:
-        """All of a body's entries in one transaction, each with its shard's next sequence number."""
-        encoded, _failed = self._encoder.encode(events)
+    async def _store(self, digest: bytes, events: list[Any]) -> None:
+        """All of a body's entries in one transaction, each with its shard's next sequence number.
+
+        A transaction whose outcome is unknown (Redis went away mid-way: applied or not) stays
+        pending with its sequence numbers, and is sent again, identical, before anything else: the
+        worker drops it if the first attempt was applied. A client's retry of that body (the same
+        bytes) is then answered from it instead of adding the body again.
+        """
         async with self._lock:
-            pipe = self._client.pipeline(transaction=True)
+            if self._pending is not None:
+                pending_digest, entries = self._pending
+                await self._xadd(entries)
+                self._pending = None
+                self._remember(pending_digest)
+            if digest in self._delivered:
+                del self._delivered[digest]
+                return   # the retry of a body answered 503 whose entries went in since
+            encoded, _failed = self._encoder.encode(events)
+            entries = []
             for shard, payload, count in encoded:
-                sequence = self._sequences[shard] + 1
-                fields = encode_entry(self._producer_id, sequence, payload, count)
-                pipe.xadd(stream_key(self.config.prefix, shard), fields,
-                          maxlen=self.config.stream_maxlen, approximate=True)
-            await pipe.execute()
-            for shard, _payload, _count in encoded:
                 self._sequences[shard] += 1
+                fields = encode_entry(self._producer_id, self._sequences[shard], payload, count)
+                entries.append((shard, fields))
+            self._pending = (digest, entries)
+            await self._xadd(entries)
+            self._pending = None
+
+    async def _xadd(self, entries: list[tuple[int, dict[bytes, bytes]]]) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        for shard, fields in entries:
+            pipe.xadd(stream_key(self.config.prefix, shard), fields,
+                      maxlen=self.config.stream_maxlen, approximate=True)
+        await pipe.execute()
+
+    def _remember(self, digest: bytes) -> None:
+        self._delivered[digest] = None
+        while len(self._delivered) > REMEMBERED_BODIES:
+            self._delivered.popitem(last=False)
 
     def _authorised(self, request: web.Request) -> bool:
         token = self.config.token

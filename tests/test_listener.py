@@ -20,10 +20,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from aiohttp import web
 from influxdb_client import InfluxDBClient, Point, WriteOptions
 from influxdb_client.client.write_api import SYNCHRONOUS
@@ -41,8 +42,8 @@ SHARDS = 2
 class RunningListener:
     """A listener serving in a background thread (its own event loop) until :meth:`stop`."""
 
-    def __init__(self, redis_url: str, **options: Any) -> None:
-        self.port = free_port()
+    def __init__(self, redis_url: str, port: int | None = None, **options: Any) -> None:
+        self.port = port or free_port()
         self.config = ListenerConfig(redis_url=redis_url, prefix=PREFIX, shards=SHARDS,
                                      stream_maxlen=1_000_000, port=self.port, **options)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -238,3 +239,142 @@ def test_a_bad_setting_is_one_line_naming_it(redis_server: RedisServer) -> None:
     assert process.returncode == 2
     assert err.strip().splitlines()[-1] == ("telemetry: configuration error: --port=70000 is not a TCP port "
                                             "(0-65535)")
+
+
+def _worker_env(redis_url: str, influx_url: str, db: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+    env.update({"TELEMETRY_REDIS_URL": redis_url, "TELEMETRY_STREAM_PREFIX": PREFIX,
+                "TELEMETRY_SHARDS": str(SHARDS), "TELEMETRY_WINDOW": "10s", "TELEMETRY_GRACE": "0s",
+                "TELEMETRY_LEASE": "2s", "TELEMETRY_BLOCK_MS": "100", "TELEMETRY_INFLUX_URL": influx_url,
+                "TELEMETRY_INFLUX_API": "v1", "TELEMETRY_INFLUX_DB": db,
+                "TELEMETRY_CHECKPOINT_INTERVAL": "200ms"})
+    return env
+
+
+def _send_until_accepted(url: str, body: bytes) -> int:
+    """What a write client's retry does: the same body again until 204; how many tries it took."""
+    for attempt in range(1, 400):
+        with contextlib.suppress(OSError):
+            if post(f"{url}/write?precision=ns", body)[0] == 204:
+                return attempt
+        time.sleep(0.05)
+    raise AssertionError("the body was never accepted")
+
+
+def _later(delay_s: float, action: Callable[[], None]) -> threading.Thread:
+    """Run ``action`` after ``delay_s`` in a thread, while the client goes on sending."""
+    def run() -> None:
+        time.sleep(delay_s)
+        action()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_listener_path_is_exact_across_worker_kill_listener_restart_and_redis_restart(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    t0 = _origin_ns()
+    env = _worker_env(redis_server.url, server.url, db)
+    command = [sys.executable, "-m", "consumer"]
+    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listeners = [RunningListener(redis_server.url).start()]
+    port = listeners[0].port
+    url = listeners[0].url
+    retried, bodies, per_body = 0, 60, 50
+    faults: list[threading.Thread] = []
+
+    def restart_listener() -> None:
+        listeners[-1].stop()
+        time.sleep(0.3)
+        listeners.append(RunningListener(redis_server.url, port=port).start())
+
+    def restart_redis() -> None:
+        redis_server.kill()                         # kill -9, whatever is in flight
+        time.sleep(0.5)
+        redis_server.start()
+
+    try:
+        for b in range(bodies):
+            if b == 10:
+                worker.kill()                       # kill -9 mid-stream
+                assert worker.wait(10) == -signal.SIGKILL
+                worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)
+            if b == 20:
+                faults.append(_later(0.0, restart_listener))
+            if b == 40:
+                faults.append(_later(0.0, restart_redis))
+            lines = "".join(f"via_listener_chaos,user_id=u{i % 7} n={b * per_body + i}i "
+                            f"{t0 + (b * per_body + i) * 1_000_000}\n" for i in range(per_body))
+            retried += _send_until_accepted(url, lines.encode()) - 1
+        for fault in faults:
+            fault.join(30)
+    finally:
+        listeners[-1].stop()
+        worker.kill()
+        worker.wait(10)
+    assert len(listeners) == 2                      # the listener did restart
+    drained = subprocess.run([*command, "--drain"], env=env, capture_output=True, text=True, timeout=120)
+    assert drained.returncode == 0, drained.stderr
+    total = bodies * per_body
+    rows = server.query('SELECT sum("event_count") AS events, sum("n_sum") AS n FROM "via_listener_chaos"',
+                        db=db)
+    assert rows[0]["events"] == total               # none lost, none doubled
+    assert rows[0]["n"] == sum(range(total))
+    assert retried > 0                              # the client saw the outages and retried
+
+
+class _ReplyLostOnce:
+    """A redis.asyncio client whose first transaction is applied but whose answer never arrives."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lost = 0
+
+    def pipeline(self, transaction: bool = True) -> Any:
+        pipe = self._client.pipeline(transaction=transaction)
+        execute = pipe.execute
+        owner = self
+
+        async def execute_then_lose() -> Any:
+            result = await execute()
+            if not owner.lost:
+                owner.lost += 1
+                raise redis.ConnectionError("connection reset after EXEC")
+            return result
+
+        pipe.execute = execute_then_lose
+        return pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_lost_answer_is_resent_identically_and_the_retry_is_not_added_again() -> None:
+    import fakeredis
+
+    shared = fakeredis.FakeServer()
+    sync = fakeredis.FakeRedis(server=shared)
+    client = _ReplyLostOnce(fakeredis.aioredis.FakeRedis(server=shared))
+
+    async def scenario() -> list[int]:
+        listener = Listener(ListenerConfig(redis_url="redis://unused", prefix=PREFIX, shards=1,
+                                           stream_maxlen=1_000), client=client)
+        app = listener.app()
+        statuses = []
+        from aiohttp.test_utils import TestClient, TestServer
+        async with TestClient(TestServer(app)) as http:
+            for body in (b"m n=1i 1", b"m n=1i 1", b"m n=2i 2"):
+                response = await http.post("/write", data=body)
+                statuses.append(response.status)
+        return statuses
+
+    assert asyncio.run(scenario()) == [503, 204, 204]
+    assert client.lost == 1                                  # the fault happened
+    entries = [decode_entry(fields) for _id, fields in sync.xrange(f"{PREFIX}:{{0}}")]
+    # the unanswered entry was sent again, identical (same producer and sequence: the worker applies
+    # it once), and the client's retry added nothing more; the next body took the next sequence
+    assert [(e.sequence, [ev[4] for ev in e.events]) for e in entries] == [
+        (1, [{"n": 1}]), (1, [{"n": 1}]), (2, [{"n": 2}])]
+    assert len({e.producer_id for e in entries}) == 1
