@@ -47,7 +47,7 @@ PROVISIONING = DASHBOARDS / "provisioning"
 
 IMAGE = "whisperengine-telemetry"
 METRICS_PORT = 9108
-SERVICES = {"redis", "influxdb", "worker", "prometheus", "grafana"}
+SERVICES = {"redis", "influxdb", "worker", "listener", "prometheus", "grafana"}
 PLACEHOLDER = re.compile(r"^(|change-me.*)$")
 SECRET_WORDS = ("TOKEN", "PASSWORD", "KEY", "SECRET")
 
@@ -332,6 +332,17 @@ def test_compose_named_volumes_are_declared_and_used() -> None:
     for name, path in data_paths.items():
         volumes = document["services"][name]["volumes"]
         assert any(v.split(":")[1] == path and v.split(":")[0] in declared for v in volumes), name
+
+
+def test_compose_listener_writes_the_workers_streams_and_needs_a_token() -> None:
+    services = compose()["services"]
+    listener, worker = environment(services["listener"]), environment(services["worker"])
+    for name in ("TELEMETRY_REDIS_URL", "TELEMETRY_STREAM_PREFIX", "TELEMETRY_SHARDS"):
+        assert listener[name] == worker[name], name
+    assert listener["TELEMETRY_LISTEN_TOKEN"].startswith("${TELEMETRY_LISTEN_TOKEN:?")
+    assert services["listener"]["image"] == services["worker"]["image"]
+    assert services["listener"]["command"][0] == "listen"
+    assert "/health" in " ".join(services["listener"]["healthcheck"]["test"])
 
 
 def test_compose_worker_settings_are_known_variables_that_the_worker_accepts() -> None:
