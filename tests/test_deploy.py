@@ -77,6 +77,9 @@ def known_variables() -> frozenset[str]:
         return frozenset(names)
     names.update(config.variable_name(f.name) for f in dataclasses.fields(config.WorkerConfig))
     names.update(config.variable_name(name) + "_FILE" for name in config.SECRET_FIELDS)
+    from consumer.cli.listen import LISTEN_VARIABLES
+
+    names.update(LISTEN_VARIABLES)
     return frozenset(names)
 
 

@@ -22,6 +22,10 @@ from consumer.listener import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT
 from producers import ProducerConfig
 from producers.durations import ConfigError, env_value, parse_int
 
+LISTEN_VARIABLES = ("TELEMETRY_LISTEN_HOST", "TELEMETRY_LISTEN_PORT", "TELEMETRY_LISTEN_MAX_BODY",
+                    "TELEMETRY_LISTEN_TOKEN")
+"""The variables only ``telemetry listen`` reads (Redis, prefix and shards are the producer's)."""
+
 
 def listener_config(host: str | None = None, port: str | None = None, max_body: str | None = None,
                     token: str | None = None, redis_url: str | None = None) -> ListenerConfig:
