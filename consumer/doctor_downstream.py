@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
+from consumer.catalogue import PIPELINE_MEASUREMENT
+from consumer.doctor_points import no_points_check, points_check, self_telemetry_check
 from consumer.doctor_probes import DoctorConfig, InfluxProbe, ProbeError, http_request, make_probe
-from consumer.doctor_results import CheckResult, Status, fail, ok, skip
+from consumer.doctor_results import CheckResult, fail, ok, skip
+from consumer.stream_admin import DeadLetterCounts
 
 GRAFANA_DATASOURCE_UID: Final = "influxdb"
 
@@ -25,6 +27,8 @@ class DownstreamChecks:
     grafana_url: str | None
     grafana_token: str | None
     timeout_s: float
+    dead_letters: DeadLetterCounts | None = None
+    """Dead letters by reason, when the Redis checks could read them."""
 
     # -- InfluxDB ------------------------------------------------------------------------------
     def _create_fix(self) -> str:
@@ -102,54 +106,24 @@ class DownstreamChecks:
         return [*results, *self._point_checks(probe)]
 
     def _point_checks(self, probe: InfluxProbe) -> list[CheckResult]:
-        since = f"{self.points_since_s / 60:.0f}m"
-        names = sorted(CATALOGUE)
         try:
-            counts = probe.point_counts([*names, PIPELINE_MEASUREMENT], self.points_since_s)
+            counts = probe.point_counts(self.points_since_s)
+            result = points_check(counts, self.points_since_s)
+            if result is None:
+                result = no_points_check(self._newest(probe), self.points_since_s, self.dead_letters)
+            pipeline = probe.pipeline_points(self.points_since_s)
         except ProbeError as exc:
             return [
                 fail("points", "recent points per measurement", str(exc), "see the InfluxDB log"),
                 skip("self_telemetry", "worker self-telemetry", "query failed"),
             ]
-        silent = [n for n in names if not counts.get(n)]
-        receiving = {n: counts[n] for n in names if counts.get(n)}
-        details = {"points": receiving, "silent": silent}
-        if not receiving:
-            result = fail(
-                "points",
-                "recent points per measurement",
-                f"no points in the last {since} for any catalogued measurement",
-                "data is not reaching InfluxDB: fix the first ✗ above; if all pass, check the "
-                "worker's log and dead letters (`telemetry dlq list`)",
-                **details,
-            )
-        elif silent:
-            result = CheckResult(
-                "points",
-                "recent points per measurement",
-                Status.WARN,
-                f"{len(receiving)} receiving, silent in the last {since}: {', '.join(silent)}",
-                "a silent measurement's component is not emitting: is it enabled in the bot, "
-                "and does it call tel.bind(...).emit? (`telemetry tail --measurement NAME`)",
-                details,
-            )
-        else:
-            result = ok("points", "recent points per measurement", f"all {len(names)} receiving", **details)
-        if counts.get(PIPELINE_MEASUREMENT):
-            pipeline = ok(
-                "self_telemetry",
-                "worker self-telemetry",
-                f"{counts[PIPELINE_MEASUREMENT]} {PIPELINE_MEASUREMENT} points in the last {since}",
-            )
-        else:
-            pipeline = CheckResult(
-                "self_telemetry",
-                "worker self-telemetry",
-                Status.WARN,
-                f"no {PIPELINE_MEASUREMENT} points in the last {since}",
-                "the worker writes them while it runs: start it (`telemetry consume`)",
-            )
-        return [result, pipeline]
+        return [result, self_telemetry_check(pipeline, self.points_since_s)]
+
+    @staticmethod
+    def _newest(probe: InfluxProbe) -> dict[str, int]:
+        newest = probe.newest_points()
+        newest.pop(PIPELINE_MEASUREMENT, None)
+        return newest
 
     # -- Grafana -------------------------------------------------------------------------------
     def grafana_checks(self) -> list[CheckResult]:

@@ -1,0 +1,93 @@
+"""``telemetry doctor`` against a real pipeline: real producer, real worker, real Redis and InfluxDB.
+
+The healthy cases must pass (exit 0, no false alarm) and each provoked failure must give its own
+first ✗ with a fix that works when followed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from typer.testing import CliRunner
+
+from consumer.config import WorkerConfig
+from consumer.worker import Worker
+from producers import Telemetry
+from tests.cli_harness import make_app, stream_flags
+from tests.services import InfluxServer, RedisServer
+
+PREFIX = "dp"
+SHARDS = 2
+
+
+def _doctor(redis_url: str, influx_url: str, db: str, *args: str, env: dict[str, str] | None = None,
+            prefix: str = PREFIX) -> tuple[int, dict[str, Any]]:
+    result = CliRunner().invoke(
+        make_app("consumer.cli.doctor"),
+        ["doctor", "--json", *stream_flags(redis_url, prefix, SHARDS), "--influx-url", influx_url,
+         "--influx-api", "v1", "--influx-db", db, *args],
+        env={"GRAFANA_URL": "", "TELEMETRY_INFLUX_USER": "", "TELEMETRY_INFLUX_PASSWORD": "", **(env or {})},
+    )
+    assert result.exit_code in (0, 1), result.output
+    doc = json.loads(result.stdout)
+    assert doc["ok"] == (result.exit_code == 0)
+    return result.exit_code, {c["name"]: c for c in doc["checks"]}
+
+
+def _emit(redis_url: str, measurement: str, fields: dict[str, Any], *, ts: float | None = None,
+          tags: dict[str, str] | None = None) -> None:
+    tel = Telemetry(redis_url=redis_url, prefix=PREFIX, shards=SHARDS)
+    try:
+        tel.emit(measurement, fields, tags=tags, ts=ts)
+        assert tel.flush(timeout=10)
+    finally:
+        tel.close()
+
+
+def _config(redis_url: str, influx_url: str, db: str, **overrides: Any) -> WorkerConfig:
+    settings: dict[str, Any] = {
+        "redis_url": redis_url, "stream_prefix": PREFIX, "shards": SHARDS, "window_s": 10, "grace_s": 0,
+        "influx_url": influx_url, "influx_api": "v1", "influx_db": db, "block_ms": 100, **overrides,
+    }
+    return WorkerConfig(**settings)
+
+
+def _drain(redis_url: str, influx_url: str, db: str) -> Worker:
+    worker = Worker(_config(redis_url, influx_url, db, drain=True))
+    assert worker.run() == 0
+    return worker
+
+
+def _statuses(checks: dict[str, Any]) -> dict[str, str]:
+    return {name: check["status"] for name, check in checks.items()}
+
+
+def _first_failure(checks: dict[str, Any]) -> str | None:
+    return next((name for name, check in checks.items() if check["status"] == "fail"), None)
+
+
+def test_right_after_a_drain_of_a_non_catalogue_measurement_everything_passes(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    """The new user's first run: emit one event, drain it, ask the doctor."""
+    server, db = influx
+    _emit(redis_server.url, "clibar_m", {"x": 1}, tags={"user_id": "u1"})
+    worker = _drain(redis_server.url, server.url, db)
+    assert (worker.stats.totals["events_in"], worker.stats.totals["points_out"]) == (1, 1)
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert code == 0, _statuses(checks)
+    assert _first_failure(checks) is None
+    # the entry was acknowledged and trimmed, but the stream did receive it
+    assert checks["streams_receive"]["status"] == "ok"
+    assert checks["streams_receive"]["details"]["newest_age_s"] < 60
+    # the point is data, even outside the catalogue
+    assert checks["points"]["status"] == "ok"
+    assert checks["points"]["details"]["other"] == {"clibar_m": 1}
+    assert "clibar_m" in checks["points"]["summary"]
+    # a drain run reports on itself at the end
+    assert checks["self_telemetry"]["status"] == "ok"
+    # the worker exited: not "live", but nothing waits, so nothing is wrong
+    assert checks["consumer_live"]["status"] == "warn"
+    assert worker.worker_id in checks["consumer_live"]["summary"]
+    assert "exited" in checks["consumer_live"]["summary"]
+    assert "telemetry consume" in checks["consumer_live"]["fix"]
