@@ -33,6 +33,7 @@ from typing import Final
 
 import redis
 
+from consumer.doctor_discovery import FoundStreams, discovery_fix, find_streams
 from consumer.doctor_downstream import GRAFANA_DATASOURCE_UID, DownstreamChecks
 from consumer.doctor_probes import DEFAULT_TIMEOUT_S, DoctorConfig
 from consumer.doctor_results import CheckResult, Status, fail, ok, skip
@@ -108,6 +109,8 @@ class Doctor(DownstreamChecks):
             shards = admin.overview()
             now_ms = admin.server_time_ms()
             self.dead_letters = admin.dead_letter_counts(limit=DLQ_SCAN_LIMIT)
+            found = [] if any(s.exists for s in shards) else find_streams(client, cfg.redis_url,
+                                                                          self.timeout_s)
             presence = read_presence(client, prefix=cfg.stream_prefix, shards=cfg.shards, now_ms=now_ms,
                                      lease_s=cfg.lease_s)
         except (redis.RedisError, ValueError) as exc:
@@ -123,11 +126,11 @@ class Doctor(DownstreamChecks):
                 *(skip(name, name.replace("_", " "), "Redis unreachable") for name in rest),
             ]
         results = [ok("redis", title, cfg.redis_url)]
-        results.extend(self._stream_checks(shards, now_ms, presence))
+        results.extend(self._stream_checks(shards, now_ms, presence, found))
         return results
 
     def _stream_checks(
-        self, shards: list[ShardInfo], now_ms: int, presence: WorkerPresence
+        self, shards: list[ShardInfo], now_ms: int, presence: WorkerPresence, found: list[FoundStreams]
     ) -> list[CheckResult]:
         cfg = self.config
         missing = [s.key for s in shards if not s.exists]
@@ -142,8 +145,10 @@ class Doctor(DownstreamChecks):
                 fail(
                     "streams_exist",
                     "streams exist",
-                    f"none of {cfg.stream_prefix}:{{0..{cfg.shards - 1}}} exists: no producer has ever sent",
-                    producer_fix,
+                    f"none of {cfg.stream_prefix}:{{0..{cfg.shards - 1}}} exists in this database: no "
+                    "producer has sent here",
+                    discovery_fix(found, prefix=cfg.stream_prefix, redis_url=cfg.redis_url) or producer_fix,
+                    found=[{"redis_url": f.redis_url, "prefix": f.prefix} for f in found],
                 )
             )
         else:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from consumer.config import WorkerConfig
 from consumer.worker import Worker
 from producers import Telemetry
+from producers.keys import stream_key
 from tests.cli_harness import make_app, stream_flags
 from tests.services import InfluxServer, RedisServer
 
@@ -91,3 +92,98 @@ def test_right_after_a_drain_of_a_non_catalogue_measurement_everything_passes(
     assert worker.worker_id in checks["consumer_live"]["summary"]
     assert "exited" in checks["consumer_live"]["summary"]
     assert "telemetry consume" in checks["consumer_live"]["fix"]
+
+
+def _healthy(redis_server: RedisServer, influx_url: str, db: str) -> None:
+    _emit(redis_server.url, "clibar_m", {"x": 1}, tags={"user_id": "u1"})
+    _drain(redis_server.url, influx_url, db)
+
+
+def _fix_setting(fix: str, variable: str) -> str:
+    """The value ``fix`` gives ``variable`` (``VARIABLE=value``)."""
+    return fix.split(f"{variable}=", 1)[1].split()[0].rstrip(";,)")
+
+
+def test_redis_down(redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    redis_server.kill()
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "redis")
+    assert "start Redis" in checks["redis"]["fix"]
+    redis_server.start()   # following the fix (append-only file: the data is back)
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert code == 0, _statuses(checks)
+
+
+def test_wrong_prefix_names_the_prefix_in_use(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, db, prefix="telemetry")
+    assert (code, _first_failure(checks)) == (1, "streams_exist")
+    fix = checks["streams_exist"]["fix"]
+    assert _fix_setting(fix, "TELEMETRY_STREAM_PREFIX") == PREFIX
+    assert "TELEMETRY_REDIS_URL" not in fix
+    prefix = _fix_setting(fix, "TELEMETRY_STREAM_PREFIX")
+    code, checks = _doctor(redis_server.url, server.url, db, prefix=prefix)
+    assert code == 0, _statuses(checks)
+
+
+def test_wrong_database_names_the_database_in_use(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    wrong = redis_server.url.rsplit("/", 1)[0] + "/3"
+    code, checks = _doctor(wrong, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "streams_exist")
+    fix = checks["streams_exist"]["fix"]
+    assert _fix_setting(fix, "TELEMETRY_REDIS_URL") == redis_server.url
+    code, checks = _doctor(_fix_setting(fix, "TELEMETRY_REDIS_URL"), server.url, db)
+    assert code == 0, _statuses(checks)
+
+
+def test_worker_never_started(redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _emit(redis_server.url, "clibar_m", {"x": 1})
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "group_exists")
+    assert "no worker has ever read" in checks["group_exists"]["summary"]
+    assert "telemetry consume" in checks["group_exists"]["fix"]
+    _drain(redis_server.url, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert code == 0, _statuses(checks)
+
+
+def test_consumer_group_gone_or_named_differently(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, db, "--group", "other")
+    assert (code, _first_failure(checks)) == (1, "group_exists")
+    assert _fix_setting(checks["group_exists"]["fix"], "TELEMETRY_GROUP") == "aggregator"
+    client = redis_server.client()
+    for shard in range(SHARDS):
+        client.xgroup_destroy(stream_key(PREFIX, shard), "aggregator")
+    _emit(redis_server.url, "clibar_m", {"x": 2})
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "group_exists")
+    assert "telemetry consume" in checks["group_exists"]["fix"]
+    worker = _drain(redis_server.url, server.url, db)   # recreates the group, resumes from its checkpoint
+    assert worker.stats.totals["events_in"] == 1
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert code == 0, _statuses(checks)
+
+
+def test_worker_stopped_while_events_arrive(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    _emit(redis_server.url, "clibar_m", {"x": 2})
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "consumer_live")
+    assert "1 entries wait" in checks["consumer_live"]["summary"]
+    assert "telemetry consume" in checks["consumer_live"]["fix"]
+    _drain(redis_server.url, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert code == 0, _statuses(checks)
