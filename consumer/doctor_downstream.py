@@ -45,6 +45,23 @@ class DownstreamChecks:
             "(or set TELEMETRY_INFLUX_BUCKET / TELEMETRY_INFLUX_ORG)"
         )
 
+    def _missing_container(self, probe: InfluxProbe, container: str, name: str) -> CheckResult:
+        """The ✗ for a missing database/bucket, naming the ones that exist (a setting that differs)."""
+        try:
+            # names starting with "_" are InfluxDB's own (_internal, _monitoring, _tasks)
+            others = [c for c in probe.containers() if c != name and not c.startswith("_")]
+        except ProbeError:
+            others = []  # listing needs more rights than the worker's; the create fix still holds
+        fix = self._create_fix()
+        summary = f"no {container} {name!r}"
+        if others:
+            variable = "TELEMETRY_INFLUX_DB" if self.config.influx_api == "v1" else "TELEMETRY_INFLUX_BUCKET"
+            listing = ", ".join(others[:10])
+            summary += f"; this server has {listing}"
+            fix = (f"if the worker writes to {others[0]!r}, set {variable}={others[0]} for doctor (and every "
+                   f"worker); otherwise {fix}")
+        return fail("influx_container", f"{container} {name!r} exists", summary, fix, others=others)
+
     def influx_checks(self, probe: InfluxProbe | None = None) -> list[CheckResult]:
         """Reachable, credentials, database/bucket, recent points per measurement, self-telemetry."""
         cfg = self.config
@@ -98,9 +115,7 @@ class DownstreamChecks:
             if exists:
                 results.append(ok("influx_container", rest[1][1], "found"))
             else:
-                results.append(
-                    fail("influx_container", rest[1][1], f"no {container} {name!r}", self._create_fix())
-                )
+                results.append(self._missing_container(probe, container, name))
         if not exists:
             return [*results, *(skip(n, t, f"no {container}") for n, t in rest[2:])]
         return [*results, *self._point_checks(probe)]

@@ -7,8 +7,12 @@ first ✗ with a fix that works when followed.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from consumer.config import WorkerConfig
@@ -187,3 +191,86 @@ def test_worker_stopped_while_events_arrive(
     _drain(redis_server.url, server.url, db)
     code, checks = _doctor(redis_server.url, server.url, db)
     assert code == 0, _statuses(checks)
+
+
+def test_influx_down(redis_server: RedisServer, influx_server: InfluxServer) -> None:
+    influx_server.create_database("whisperengine")
+    _healthy(redis_server, influx_server.url, "whisperengine")
+    influx_server.kill()
+    code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine")
+    assert (code, _first_failure(checks)) == (1, "influx")
+    assert "start InfluxDB" in checks["influx"]["fix"]
+    influx_server.start()
+    code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine")
+    assert code == 0, _statuses(checks)
+
+
+@pytest.fixture
+def auth_influx(tmp_path: Path) -> Iterator[InfluxServer]:
+    server = InfluxServer(tmp_path / "influx-auth", auth=True).start()
+    try:
+        server.execute("CREATE USER admin WITH PASSWORD 'right' WITH ALL PRIVILEGES")
+        server.execute('CREATE DATABASE "whisperengine"', auth=("admin", "right"))
+        yield server
+    finally:
+        server.kill()
+
+
+def test_bad_credentials(redis_server: RedisServer, auth_influx: InfluxServer) -> None:
+    _emit(redis_server.url, "clibar_m", {"x": 1})
+    worker = Worker(_config(redis_server.url, auth_influx.url, "whisperengine", drain=True,
+                            influx_user="admin", influx_password="right"))
+    assert worker.run() == 0
+    env = {"TELEMETRY_INFLUX_USER": "admin", "TELEMETRY_INFLUX_PASSWORD": "wrong"}
+    code, checks = _doctor(redis_server.url, auth_influx.url, "whisperengine", env=env)
+    assert (code, _first_failure(checks)) == (1, "influx_auth")
+    assert "TELEMETRY_INFLUX_PASSWORD" in checks["influx_auth"]["fix"]
+    env["TELEMETRY_INFLUX_PASSWORD"] = "right"
+    code, checks = _doctor(redis_server.url, auth_influx.url, "whisperengine", env=env)
+    assert code == 0, _statuses(checks)
+
+
+def test_wrong_database_names_the_databases_there(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, "whisperengine")
+    assert (code, _first_failure(checks)) == (1, "influx_container")
+    fix = checks["influx_container"]["fix"]
+    assert "CREATE DATABASE" in fix
+    code, checks = _doctor(redis_server.url, server.url, _fix_setting(fix, "TELEMETRY_INFLUX_DB"))
+    assert code == 0, _statuses(checks)
+
+
+def test_no_points_because_every_event_is_a_dead_letter(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    for _ in range(2):
+        _emit(redis_server.url, "clibar_m", {"x": float("nan")})
+    _emit(redis_server.url, "clibar_m", {"x": 1}, ts=time.time() + 3600)
+    _drain(redis_server.url, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "points")
+    points = checks["points"]
+    assert "3 dead letter(s), top reasons: invalid_value 2, from_future 1" in points["summary"]
+    assert points["details"]["dead_letters"] == {"invalid_value": 2, "from_future": 1}
+    assert "telemetry dlq list" in points["fix"]
+    _emit(redis_server.url, "clibar_m", {"x": 1})     # the emitting code fixed
+    _drain(redis_server.url, server.url, db)
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert code == 0, _statuses(checks)
+
+
+def test_points_only_outside_the_dashboards_time_range(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _emit(redis_server.url, "clibar_m", {"x": 1}, ts=time.time() - 3 * 86_400)
+    worker = _drain(redis_server.url, server.url, db)
+    assert worker.stats.totals["points_out"] == 1
+    code, checks = _doctor(redis_server.url, server.url, db)
+    assert (code, _first_failure(checks)) == (1, "points")
+    assert "newest point 3d ago (clibar_m at" in checks["points"]["summary"]
+    assert "outside the dashboards' time range (last 24h)" in checks["points"]["summary"]
+    assert "time picker" in checks["points"]["fix"]
+    code, checks = _doctor(redis_server.url, server.url, db, "--since", "4d")
+    assert (code, checks["points"]["status"]) == (0, "ok")
