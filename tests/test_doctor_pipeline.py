@@ -6,7 +6,12 @@ first ✗ with a fix that works when followed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +23,11 @@ from typer.testing import CliRunner
 from consumer.config import WorkerConfig
 from consumer.worker import Worker
 from producers import Telemetry
-from producers.keys import stream_key
+from producers.keys import lease_key, stream_key
 from tests.cli_harness import make_app, stream_flags
 from tests.services import InfluxServer, RedisServer
 
+ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "dp"
 SHARDS = 2
 
@@ -274,3 +280,59 @@ def test_points_only_outside_the_dashboards_time_range(
     assert "time picker" in checks["points"]["fix"]
     code, checks = _doctor(redis_server.url, server.url, db, "--since", "4d")
     assert (code, checks["points"]["status"]) == (0, "ok")
+
+
+def _wait_for(condition: Any, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _running_worker(redis_server: RedisServer, influx_url: str, db: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m consumer`` with a long lease, once it holds every shard; stopped afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
+    env.update({"TELEMETRY_REDIS_URL": redis_server.url, "TELEMETRY_STREAM_PREFIX": PREFIX,
+                "TELEMETRY_SHARDS": str(SHARDS), "TELEMETRY_WINDOW": "1s", "TELEMETRY_GRACE": "0s",
+                "TELEMETRY_LEASE": "120s", "TELEMETRY_BLOCK_MS": "100", "TELEMETRY_INFLUX_URL": influx_url,
+                "TELEMETRY_INFLUX_API": "v1", "TELEMETRY_INFLUX_DB": db, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, "-m", "consumer"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    client = redis_server.client()
+    try:
+        _wait_for(lambda: all(client.exists(lease_key(PREFIX, s)) for s in range(SHARDS)))
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_worker_alive_but_stuck(redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    with _running_worker(redis_server, server.url, db) as proc:
+        proc.send_signal(signal.SIGSTOP)      # alive, holding its leases, doing nothing
+        _emit(redis_server.url, "clibar_m", {"x": 1})
+        time.sleep(1.5)
+        code, checks = _doctor(redis_server.url, server.url, db, "--lag-limit", "1s")
+        assert (code, _first_failure(checks)) == (1, "lag")
+        assert checks["consumer_live"]["status"] == "ok"
+        assert "restart it" in checks["lag"]["fix"]
+        proc.send_signal(signal.SIGCONT)
+        _wait_for(lambda: server.query('SELECT count("event_count") FROM "clibar_m"', db=db))
+        code, checks = _doctor(redis_server.url, server.url, db, "--lag-limit", "1s")
+        assert code == 0, _statuses(checks)
+
+
+def test_a_worker_behind_because_influx_is_down_blames_influx(
+        redis_server: RedisServer, influx_server: InfluxServer) -> None:
+    influx_server.create_database("whisperengine")
+    with _running_worker(redis_server, influx_server.url, "whisperengine"):
+        influx_server.kill()
+        _emit(redis_server.url, "clibar_m", {"x": 1})
+        time.sleep(2.5)
+        code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine", "--lag-limit", "1s")
+        assert (code, _first_failure(checks)) == (1, "influx")
+        assert checks["lag"]["status"] == "warn"
+        assert "InfluxDB reachable" in checks["lag"]["fix"]
