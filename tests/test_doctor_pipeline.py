@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +25,7 @@ from consumer.worker import Worker
 from producers import Telemetry
 from producers.keys import lease_key, stream_key
 from tests.cli_harness import make_app, stream_flags
+from tests.fake_http import JsonHandler, serving
 from tests.services import InfluxServer, RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,13 +291,14 @@ def _wait_for(condition: Any, timeout_s: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def _running_worker(redis_server: RedisServer, influx_url: str, db: str) -> Iterator[subprocess.Popen[bytes]]:
+def _running_worker(redis_server: RedisServer, influx_url: str, db: str,
+                    **extra: str) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m consumer`` with a long lease, once it holds every shard; stopped afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETRY_")}
     env.update({"TELEMETRY_REDIS_URL": redis_server.url, "TELEMETRY_STREAM_PREFIX": PREFIX,
                 "TELEMETRY_SHARDS": str(SHARDS), "TELEMETRY_WINDOW": "1s", "TELEMETRY_GRACE": "0s",
                 "TELEMETRY_LEASE": "120s", "TELEMETRY_BLOCK_MS": "100", "TELEMETRY_INFLUX_URL": influx_url,
-                "TELEMETRY_INFLUX_API": "v1", "TELEMETRY_INFLUX_DB": db, "PYTHONPATH": str(ROOT)})
+                "TELEMETRY_INFLUX_API": "v1", "TELEMETRY_INFLUX_DB": db, "PYTHONPATH": str(ROOT), **extra})
     proc = subprocess.Popen([sys.executable, "-m", "consumer"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     client = redis_server.client()
@@ -328,11 +330,63 @@ def test_worker_alive_but_stuck(redis_server: RedisServer, influx: tuple[InfluxS
 def test_a_worker_behind_because_influx_is_down_blames_influx(
         redis_server: RedisServer, influx_server: InfluxServer) -> None:
     influx_server.create_database("whisperengine")
-    with _running_worker(redis_server, influx_server.url, "whisperengine"):
+    # a long checkpoint interval keeps the entry unacknowledged while InfluxDB is down
+    with _running_worker(redis_server, influx_server.url, "whisperengine",
+                         TELEMETRY_CHECKPOINT_INTERVAL="60s"):
         influx_server.kill()
         _emit(redis_server.url, "clibar_m", {"x": 1})
         time.sleep(2.5)
         code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine", "--lag-limit", "1s")
         assert (code, _first_failure(checks)) == (1, "influx")
-        assert checks["lag"]["status"] == "warn"
+        assert checks["lag"]["status"] == "warn"     # behind, but because of InfluxDB
         assert "InfluxDB reachable" in checks["lag"]["fix"]
+
+
+class _Grafana(JsonHandler):
+    """Grafana's datasource API as it answers (``/api/datasources``, ``/api/datasources/uid/UID``)."""
+
+    sources: ClassVar[list[dict[str, Any]]] = []
+
+    def do_GET(self) -> None:
+        if self.path == "/api/health":
+            self.reply_json(200, {"commit": "abc", "database": "ok", "version": "11.3.0"})
+        elif self.headers.get("Authorization") != "Bearer tok":
+            self.reply_json(401, {"message": "Unauthorized"})
+        elif self.path == "/api/datasources":
+            self.reply_json(200, self.sources)
+        elif self.path.startswith("/api/datasources/uid/"):
+            uid = self.path.rsplit("/", 1)[1]
+            source = next((s for s in self.sources if s["uid"] == uid), None)
+            if source is None:
+                self.reply_json(404, {"message": "Data source not found"})
+            else:
+                self.reply_json(200, source)
+        else:
+            self.reply_json(404, {"message": "Not found"})
+
+
+def _source(uid: str, version: str) -> dict[str, Any]:
+    return {"id": 1, "uid": uid, "orgId": 1, "name": f"Influx {uid}", "type": "influxdb", "access": "proxy",
+            "url": "http://influxdb:8086", "isDefault": True, "jsonData": {"version": version}}
+
+
+def test_dashboards_datasource_uid_missing_in_grafana(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    with serving(_Grafana) as url:
+        env = {"GRAFANA_URL": url, "GRAFANA_TOKEN": "tok"}
+        _Grafana.sources = []
+        code, checks = _doctor(redis_server.url, server.url, db, env=env)
+        assert (code, _first_failure(checks)) == (1, "grafana_datasource")
+        provisioning = "grafana_dashboards/provisioning/datasources/influxdb.yaml"
+        assert provisioning in checks["grafana_datasource"]["fix"]
+        _Grafana.sources = [_source("P951FEA4DE68E13C5", "Flux")]   # created by hand, under its own uid
+        code, checks = _doctor(redis_server.url, server.url, db, env=env)
+        assert (code, _first_failure(checks)) == (1, "grafana_datasource")
+        assert ("telemetry dashboards build --datasource-uid P951FEA4DE68E13C5"
+                in checks["grafana_datasource"]["fix"])
+        _Grafana.sources = [_source("influxdb-influxql", "InfluxQL")]
+        code, checks = _doctor(redis_server.url, server.url, db, env=env)
+        assert code == 0, _statuses(checks)
+        assert checks["grafana_datasource"]["details"]["uids"] == ["influxdb-influxql"]
