@@ -140,7 +140,8 @@ class ConsumerVerdicts:
         waiting = sum((g.lag_entries or 0) + g.pending for g in groups)
         details = {"consumers": sorted(consumers), "waiting": waiting}
         if waiting:
-            return fail("consumer_live", title, f"{gone}; {waiting} entries wait", self.worker_fix, **details)
+            return fail("consumer_live", title, f"{gone}; entries waiting: {waiting}", self.worker_fix,
+                        **details)
         return CheckResult(
             "consumer_live", title, Status.WARN, f"{gone}; nothing waits (drained)",
             "for continuous processing keep a worker running: `telemetry consume` (or `docker compose up -d "

@@ -193,7 +193,7 @@ def test_worker_stopped_while_events_arrive(
     _emit(redis_server.url, "clibar_m", {"x": 2})
     code, checks = _doctor(redis_server.url, server.url, db)
     assert (code, _first_failure(checks)) == (1, "consumer_live")
-    assert "1 entries wait" in checks["consumer_live"]["summary"]
+    assert "entries waiting: 1" in checks["consumer_live"]["summary"]
     assert "telemetry consume" in checks["consumer_live"]["fix"]
     _drain(redis_server.url, server.url, db)
     code, checks = _doctor(redis_server.url, server.url, db)
@@ -390,3 +390,21 @@ def test_dashboards_datasource_uid_missing_in_grafana(
         code, checks = _doctor(redis_server.url, server.url, db, env=env)
         assert code == 0, _statuses(checks)
         assert checks["grafana_datasource"]["details"]["uids"] == ["influxdb-influxql"]
+
+
+def test_json_and_text_carry_the_same_verdicts(
+        redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
+    server, db = influx
+    _healthy(redis_server, server.url, db)
+    _emit(redis_server.url, "clibar_m", {"x": 2})           # and the worker is gone
+    args = [*stream_flags(redis_server.url, PREFIX, SHARDS), "--influx-url", server.url, "--influx-api", "v1",
+            "--influx-db", db]
+    env = {"GRAFANA_URL": ""}
+    app = make_app("consumer.cli.doctor")
+    text = CliRunner().invoke(app, ["doctor", *args], env=env)
+    doc = json.loads(CliRunner().invoke(app, ["doctor", "--json", *args], env=env).stdout)
+    marks = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "–"}
+    lines = [line for line in text.stdout.splitlines() if line[:1] in marks.values()]
+    expected = [f"{marks[c['status']]} {c['title']}" for c in doc["checks"]]
+    assert [line.split(":", 1)[0] for line in lines] == expected
+    assert (text.exit_code, doc["ok"], doc["first_failure"]) == (1, False, "consumer_live")

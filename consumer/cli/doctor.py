@@ -99,7 +99,8 @@ def doctor_command(
     results = doctor.run()
     ok = not any(r.status is Status.FAIL for r in results)
     if as_json:
-        print_json({"ok": ok, "checks": [dataclasses.asdict(r) for r in results]})
+        first = next((r.name for r in results if r.status is Status.FAIL), None)
+        print_json({"ok": ok, "first_failure": first, "checks": [dataclasses.asdict(r) for r in results]})
     else:
         print_report(results, Console(soft_wrap=True))
     if not ok:
