@@ -47,7 +47,9 @@ def print_report(results: list[CheckResult], console: Console) -> None:
     if failed:
         console.print(f"[red]{failed} check(s) failed[/red] — fix the first ✗ first; later ones often follow")
     else:
-        console.print("[green]all checks passed[/green]")
+        warned = sum(r.status is Status.WARN for r in results)
+        note = f" ({warned} warning(s): worth knowing, nothing broken)" if warned else ""
+        console.print(f"[green]all checks passed[/green]{note}")
 
 
 def doctor_command(
