@@ -250,7 +250,8 @@ class V2Probe:
 
     def newest_points(self) -> dict[str, int]:
         records = self._flux(
-            f'from(bucket: "{self.bucket}") |> range(start: 0, stop: 2100-01-01T00:00:00Z) '
+            f'from(bucket: "{self.bucket}") '
+            "|> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z) "
             '|> filter(fn: (r) => r._field == "event_count") '
             '|> group(columns: ["_measurement"]) |> last()'
         )
