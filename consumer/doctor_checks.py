@@ -3,14 +3,21 @@
 Each link of the chain is checked in the order data flows, and every failed check carries the
 exact fix (a command or a setting):
 
-    Redis reachable -> streams exist -> streams receive -> consumer group -> live consumer -> lag
-    -> InfluxDB reachable -> credentials -> database/bucket -> recent points per catalogued
-    measurement -> the worker's own telemetry -> Grafana and its ``influxdb`` datasource
+    Redis reachable -> streams exist -> streams receive -> consumer group -> a running worker -> lag
+    -> InfluxDB reachable -> credentials -> database/bucket -> recent points per measurement
+    -> the worker's own telemetry -> Grafana and its ``influxdb`` datasource
+
+Each check judges from what Redis and InfluxDB hold: a stream the worker has trimmed still says
+when it last received an entry (``last-generated-id``); a worker is running when it holds a
+shard lease or beats its heartbeat, not because its consumer entry is still listed in the group
+(:mod:`consumer.doctor_workers`); every measurement with points is data, catalogued or not
+(:mod:`consumer.doctor_points`).
 
 A check whose prerequisite failed is ``skip`` (the first failure is the one to fix). ``warn``
 marks something worth knowing that does not by itself empty a panel (a catalogued measurement
-nobody emits). The command exits 1 when any check is ``fail``. The Redis checks are here; the
-InfluxDB and Grafana ones in :mod:`consumer.doctor_downstream`.
+nobody emits, no worker running while nothing waits). The command exits 1 when any check is
+``fail``. The Redis checks are here; the InfluxDB and Grafana ones in
+:mod:`consumer.doctor_downstream`.
 
 Usage::
 
@@ -21,33 +28,34 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 import redis
 
+from consumer.doctor_discovery import FoundStreams, discovery_fix, find_streams
 from consumer.doctor_downstream import GRAFANA_DATASOURCE_UID, DownstreamChecks
 from consumer.doctor_probes import DEFAULT_TIMEOUT_S, DoctorConfig
 from consumer.doctor_results import CheckResult, Status, fail, ok, skip
-from consumer.stream_admin import ShardInfo, StreamAdmin, entry_ms
-from producers.keys import lease_key
+from consumer.doctor_workers import ConsumerVerdicts, WorkerPresence, read_presence
+from consumer.stream_admin import ShardInfo, StreamAdmin
 
-__all__ = ["CONSUMER_IDLE_LIMIT_MS", "DEFAULT_LAG_LIMIT_S", "DEFAULT_POINTS_SINCE_S", "DEFAULT_RECENT_S",
+__all__ = ["DEFAULT_LAG_LIMIT_S", "DEFAULT_POINTS_SINCE_S", "DEFAULT_RECENT_S",
            "GRAFANA_DATASOURCE_UID", "CheckResult", "Doctor", "Status"]
 
 DEFAULT_RECENT_S: Final = 300.0
 DEFAULT_LAG_LIMIT_S: Final = 60.0
 DEFAULT_POINTS_SINCE_S: Final = 3600.0
-CONSUMER_IDLE_LIMIT_MS: Final = 60_000
+DLQ_SCAN_LIMIT: Final = 10_000
 
 
-def _lease_owners(client: redis.Redis[bytes], cfg: DoctorConfig) -> dict[int, str]:
-    """Shard -> worker currently holding its lease (``worker_id:token``), for shards with one."""
-    owners: dict[int, str] = {}
-    for shard in range(cfg.shards):
-        value = client.get(lease_key(cfg.stream_prefix, shard))
-        if value:
-            owners[shard] = value.decode("utf-8", "replace").rpartition(":")[0] or "?"
-    return owners
+_WRITE_PATH: Final = frozenset({"influx", "influx_auth", "influx_container"})
+"""The InfluxDB checks whose failure stops the worker's writes."""
+
+
+def _blame(lag: CheckResult, cause: CheckResult) -> CheckResult:
+    return dataclasses.replace(lag, status=Status.WARN, summary=f"{lag.summary}: the worker cannot write",
+                               fix=f"fix {cause.title!r} below first; the backlog is written once it can")
 
 
 class Doctor(DownstreamChecks):
@@ -73,8 +81,19 @@ class Doctor(DownstreamChecks):
         self.timeout_s = timeout_s
 
     def run(self) -> list[CheckResult]:
-        """All checks, in the order data flows."""
-        return [*self.redis_checks(), *self.influx_checks(), *self.grafana_checks()]
+        """All checks, in the order data flows.
+
+        A worker that cannot write falls behind, but the cause is downstream: when an InfluxDB
+        check fails, a failed ``lag`` check becomes a warning pointing at it, so the first ✗ is
+        the one to fix.
+        """
+        upstream = self.redis_checks()
+        downstream = self.influx_checks()
+        cause = next((r for r in downstream if r.status is Status.FAIL and r.name in _WRITE_PATH), None)
+        if cause is not None:
+            upstream = [_blame(r, cause) if r.name == "lag" and r.status is Status.FAIL else r
+                        for r in upstream]
+        return [*upstream, *downstream, *self.grafana_checks()]
 
     # -- Redis ---------------------------------------------------------------------------------
     def redis_checks(self) -> list[CheckResult]:
@@ -89,7 +108,11 @@ class Doctor(DownstreamChecks):
             admin = StreamAdmin(client, prefix=cfg.stream_prefix, shards=cfg.shards, group=cfg.group)
             shards = admin.overview()
             now_ms = admin.server_time_ms()
-            owners = _lease_owners(client, cfg)
+            self.dead_letters = admin.dead_letter_counts(limit=DLQ_SCAN_LIMIT)
+            found = [] if any(s.exists for s in shards) else find_streams(client, cfg.redis_url,
+                                                                          self.timeout_s)
+            presence = read_presence(client, prefix=cfg.stream_prefix, shards=cfg.shards, now_ms=now_ms,
+                                     lease_s=cfg.lease_s)
         except (redis.RedisError, ValueError) as exc:
             rest = ("streams_exist", "streams_receive", "group_exists", "consumer_live", "lag")
             return [
@@ -103,11 +126,11 @@ class Doctor(DownstreamChecks):
                 *(skip(name, name.replace("_", " "), "Redis unreachable") for name in rest),
             ]
         results = [ok("redis", title, cfg.redis_url)]
-        results.extend(self._stream_checks(shards, now_ms, owners))
+        results.extend(self._stream_checks(shards, now_ms, presence, found))
         return results
 
     def _stream_checks(
-        self, shards: list[ShardInfo], now_ms: int, owners: dict[int, str]
+        self, shards: list[ShardInfo], now_ms: int, presence: WorkerPresence, found: list[FoundStreams]
     ) -> list[CheckResult]:
         cfg = self.config
         missing = [s.key for s in shards if not s.exists]
@@ -122,8 +145,10 @@ class Doctor(DownstreamChecks):
                 fail(
                     "streams_exist",
                     "streams exist",
-                    f"none of {cfg.stream_prefix}:{{0..{cfg.shards - 1}}} exists: no producer has ever sent",
-                    producer_fix,
+                    f"none of {cfg.stream_prefix}:{{0..{cfg.shards - 1}}} exists in this database: no "
+                    "producer has sent here",
+                    discovery_fix(found, prefix=cfg.stream_prefix, redis_url=cfg.redis_url) or producer_fix,
+                    found=[{"redis_url": f.redis_url, "prefix": f.prefix} for f in found],
                 )
             )
         else:
@@ -131,7 +156,9 @@ class Doctor(DownstreamChecks):
             results.append(
                 ok("streams_exist", "streams exist", f"{len(shards) - len(missing)} of {len(shards)}{note}")
             )
-        newest_ms = max((entry_ms(s.last_id) for s in shards if s.last_id), default=None)
+        # last-generated-id too: the worker trims what it has acknowledged, so an empty stream may
+        # just have received (and processed) an entry
+        newest_ms = max((s.newest_ms for s in shards if s.newest_ms is not None), default=None)
         if newest_ms is None or now_ms - newest_ms > self.recent_s * 1000:
             age = "never" if newest_ms is None else f"{(now_ms - newest_ms) / 1000:.0f}s ago"
             results.append(
@@ -151,70 +178,9 @@ class Doctor(DownstreamChecks):
                     "streams_receive",
                     "streams receive events",
                     f"newest entry {(now_ms - newest_ms) / 1000:.1f}s ago",
+                    newest_age_s=(now_ms - newest_ms) / 1000,
                 )
             )
-        results.extend(self._group_checks([s for s in shards if s.exists], owners))
-        return results
-
-    def _group_checks(self, shards: list[ShardInfo], owners: dict[int, str]) -> list[CheckResult]:
-        cfg = self.config
-        worker_fix = (
-            f"start the worker with the same settings: `telemetry consume` (TELEMETRY_GROUP={cfg.group}, "
-            f"TELEMETRY_REDIS_URL={cfg.redis_url}) or `docker compose up -d worker`"
-        )
-        if not shards:
-            return [
-                skip("group_exists", "consumer group exists", "no stream yet"),
-                skip("consumer_live", "worker consuming", "no stream yet"),
-                skip("lag", "worker keeps up", "no stream yet"),
-            ]
-        groups = {s.key: s.group(cfg.group) for s in shards}
-        without = [key for key, g in groups.items() if g is None]
-        if without:
-            return [
-                fail(
-                    "group_exists",
-                    "consumer group exists",
-                    f"group {cfg.group!r} missing on {', '.join(without)}",
-                    worker_fix,
-                ),
-                skip("consumer_live", "worker consuming", "no consumer group"),
-                skip("lag", "worker keeps up", "no consumer group"),
-            ]
-        results = [ok("group_exists", "consumer group exists", f"{cfg.group!r} on {len(shards)} stream(s)")]
-        live = {
-            c.name for g in groups.values() if g for c in g.consumers if c.idle_ms <= CONSUMER_IDLE_LIMIT_MS
-        }
-        if live or owners:
-            # A worker waiting on empty streams is not listed as a consumer by Redis 7.0 until it
-            # is delivered something, but it holds its shard leases while it runs.
-            who = sorted(live | set(owners.values()))
-            results.append(ok("consumer_live", "worker consuming", f"live: {', '.join(who)}", leases=owners))
-        else:
-            results.append(
-                fail(
-                    "consumer_live",
-                    "worker consuming",
-                    f"no consumer of {cfg.group!r} active in the last {CONSUMER_IDLE_LIMIT_MS // 1000}s "
-                    "and no shard lease held",
-                    worker_fix,
-                )
-            )
-        worst = max(shards, key=lambda s: groups[s.key].lag_s)  # type: ignore[union-attr]
-        group = groups[worst.key]
-        assert group is not None
-        lag_text = f"worst {worst.key}: {group.lag_entries} entries, {group.lag_s:.1f}s behind"
-        if group.lag_s > self.lag_limit_s:
-            results.append(
-                fail(
-                    "lag",
-                    "worker keeps up",
-                    lag_text,
-                    "the worker is behind: start more workers (shards rebalance), check InfluxDB "
-                    "write latency in `telemetry top`, and `telemetry inspect` for stuck consumers",
-                    lag_s=group.lag_s,
-                )
-            )
-        else:
-            results.append(ok("lag", "worker keeps up", lag_text, lag_s=group.lag_s))
+        verdicts = ConsumerVerdicts(group=cfg.group, redis_url=cfg.redis_url, lag_limit_s=self.lag_limit_s)
+        results.extend(verdicts.checks([s for s in shards if s.exists], presence))
         return results

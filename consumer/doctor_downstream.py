@@ -8,13 +8,17 @@ A mixin of :class:`consumer.doctor_checks.Doctor`, which holds the settings thes
 from __future__ import annotations
 
 import json
-from typing import Final
+from typing import Any, Final
 
-from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
+from consumer.catalogue import PIPELINE_MEASUREMENT
+from consumer.dashboards.grafana import DEFAULT_DATASOURCE_UID, DEFAULT_INFLUXQL_DATASOURCE_UID
+from consumer.doctor_points import no_points_check, points_check, self_telemetry_check
 from consumer.doctor_probes import DoctorConfig, InfluxProbe, ProbeError, http_request, make_probe
-from consumer.doctor_results import CheckResult, Status, fail, ok, skip
+from consumer.doctor_results import CheckResult, fail, ok, skip
+from consumer.stream_admin import DeadLetterCounts
 
-GRAFANA_DATASOURCE_UID: Final = "influxdb"
+GRAFANA_DATASOURCE_UID: Final = DEFAULT_DATASOURCE_UID
+INFLUXQL_DATASOURCE_UID: Final = DEFAULT_INFLUXQL_DATASOURCE_UID
 
 
 class DownstreamChecks:
@@ -25,6 +29,8 @@ class DownstreamChecks:
     grafana_url: str | None
     grafana_token: str | None
     timeout_s: float
+    dead_letters: DeadLetterCounts | None = None
+    """Dead letters by reason, when the Redis checks could read them."""
 
     # -- InfluxDB ------------------------------------------------------------------------------
     def _create_fix(self) -> str:
@@ -40,6 +46,23 @@ class DownstreamChecks:
             f"create it: influx bucket create --name {cfg.influx_bucket} --org {cfg.influx_org} "
             "(or set TELEMETRY_INFLUX_BUCKET / TELEMETRY_INFLUX_ORG)"
         )
+
+    def _missing_container(self, probe: InfluxProbe, container: str, name: str) -> CheckResult:
+        """The ✗ for a missing database/bucket, naming the ones that exist (a setting that differs)."""
+        try:
+            # names starting with "_" are InfluxDB's own (_internal, _monitoring, _tasks)
+            others = [c for c in probe.containers() if c != name and not c.startswith("_")]
+        except ProbeError:
+            others = []  # listing needs more rights than the worker's; the create fix still holds
+        fix = self._create_fix()
+        summary = f"no {container} {name!r}"
+        if others:
+            variable = "TELEMETRY_INFLUX_DB" if self.config.influx_api == "v1" else "TELEMETRY_INFLUX_BUCKET"
+            listing = ", ".join(others[:10])
+            summary += f"; this server has {listing}"
+            fix = (f"if the worker writes to {others[0]!r}, set {variable}={others[0]} for doctor (and every "
+                   f"worker); otherwise {fix}")
+        return fail("influx_container", f"{container} {name!r} exists", summary, fix, others=others)
 
     def influx_checks(self, probe: InfluxProbe | None = None) -> list[CheckResult]:
         """Reachable, credentials, database/bucket, recent points per measurement, self-telemetry."""
@@ -94,62 +117,30 @@ class DownstreamChecks:
             if exists:
                 results.append(ok("influx_container", rest[1][1], "found"))
             else:
-                results.append(
-                    fail("influx_container", rest[1][1], f"no {container} {name!r}", self._create_fix())
-                )
+                results.append(self._missing_container(probe, container, name))
         if not exists:
             return [*results, *(skip(n, t, f"no {container}") for n, t in rest[2:])]
         return [*results, *self._point_checks(probe)]
 
     def _point_checks(self, probe: InfluxProbe) -> list[CheckResult]:
-        since = f"{self.points_since_s / 60:.0f}m"
-        names = sorted(CATALOGUE)
         try:
-            counts = probe.point_counts([*names, PIPELINE_MEASUREMENT], self.points_since_s)
+            counts = probe.point_counts(self.points_since_s)
+            result = points_check(counts, self.points_since_s)
+            if result is None:
+                result = no_points_check(self._newest(probe), self.points_since_s, self.dead_letters)
+            pipeline = probe.pipeline_points(self.points_since_s)
         except ProbeError as exc:
             return [
                 fail("points", "recent points per measurement", str(exc), "see the InfluxDB log"),
                 skip("self_telemetry", "worker self-telemetry", "query failed"),
             ]
-        silent = [n for n in names if not counts.get(n)]
-        receiving = {n: counts[n] for n in names if counts.get(n)}
-        details = {"points": receiving, "silent": silent}
-        if not receiving:
-            result = fail(
-                "points",
-                "recent points per measurement",
-                f"no points in the last {since} for any catalogued measurement",
-                "data is not reaching InfluxDB: fix the first ✗ above; if all pass, check the "
-                "worker's log and dead letters (`telemetry dlq list`)",
-                **details,
-            )
-        elif silent:
-            result = CheckResult(
-                "points",
-                "recent points per measurement",
-                Status.WARN,
-                f"{len(receiving)} receiving, silent in the last {since}: {', '.join(silent)}",
-                "a silent measurement's component is not emitting: is it enabled in the bot, "
-                "and does it call tel.bind(...).emit? (`telemetry tail --measurement NAME`)",
-                details,
-            )
-        else:
-            result = ok("points", "recent points per measurement", f"all {len(names)} receiving", **details)
-        if counts.get(PIPELINE_MEASUREMENT):
-            pipeline = ok(
-                "self_telemetry",
-                "worker self-telemetry",
-                f"{counts[PIPELINE_MEASUREMENT]} {PIPELINE_MEASUREMENT} points in the last {since}",
-            )
-        else:
-            pipeline = CheckResult(
-                "self_telemetry",
-                "worker self-telemetry",
-                Status.WARN,
-                f"no {PIPELINE_MEASUREMENT} points in the last {since}",
-                "the worker writes them while it runs: start it (`telemetry consume`)",
-            )
-        return [result, pipeline]
+        return [result, self_telemetry_check(pipeline, self.points_since_s)]
+
+    @staticmethod
+    def _newest(probe: InfluxProbe) -> dict[str, int]:
+        newest = probe.newest_points()
+        newest.pop(PIPELINE_MEASUREMENT, None)
+        return newest
 
     # -- Grafana -------------------------------------------------------------------------------
     def grafana_checks(self) -> list[CheckResult]:
@@ -158,7 +149,7 @@ class DownstreamChecks:
             return []
         headers = {"Authorization": f"Bearer {self.grafana_token}"} if self.grafana_token else {}
         try:
-            status, body = http_request(f"{self.grafana_url}/api/health", timeout_s=self.timeout_s)
+            status, _body = http_request(f"{self.grafana_url}/api/health", timeout_s=self.timeout_s)
         except ProbeError as exc:
             return [
                 fail(
@@ -179,43 +170,58 @@ class DownstreamChecks:
                 ),
             ]
         results = [ok("grafana", "Grafana reachable", self.grafana_url)]
-        title = f"datasource uid {GRAFANA_DATASOURCE_UID!r}"
-        status, body = http_request(
-            f"{self.grafana_url}/api/datasources/uid/{GRAFANA_DATASOURCE_UID}",
-            headers=headers,
-            timeout_s=self.timeout_s,
-        )
-        if status in (401, 403):
-            results.append(
-                fail(
-                    "grafana_datasource",
-                    title,
-                    f"Grafana refused the token ({status})",
-                    "set GRAFANA_TOKEN to a service-account token with the Viewer role or above",
-                )
-            )
-        elif status == 404:
-            results.append(
-                fail(
-                    "grafana_datasource",
-                    title,
-                    "no datasource with that uid: every panel is blank",
-                    "provision it: copy deploy/grafana/provisioning/datasources into Grafana's "
-                    "provisioning directory (uid: influxdb) and restart Grafana, or "
-                    "`telemetry dashboards push`",
-                )
-            )
-        elif status != 200:
-            results.append(
-                fail("grafana_datasource", title, f"answered {status}: {body[:200]!r}", "see Grafana's log")
-            )
-        else:
-            source = json.loads(body)
-            results.append(
-                ok(
-                    "grafana_datasource",
-                    title,
-                    f"{source.get('name')} ({source.get('type')}) -> {source.get('url')}",
-                )
-            )
+        results.append(self._datasource_check(headers))
         return results
+
+    def _datasource_check(self, headers: dict[str, str]) -> CheckResult:
+        """The dashboards' datasource uids (Flux ``influxdb``, InfluxQL ``influxdb-influxql``) in Grafana.
+
+        Either flavour of the dashboards may be the one installed, so one uid present passes; with
+        neither, the fix names an InfluxDB datasource Grafana has under another uid (rebuild the
+        dashboards for it) or the provisioning file that creates both.
+        """
+        title = f"datasource uid {GRAFANA_DATASOURCE_UID!r}"
+        found: dict[str, dict[str, Any]] = {}
+        for uid in (GRAFANA_DATASOURCE_UID, INFLUXQL_DATASOURCE_UID):
+            status, body = self._grafana_get(f"/api/datasources/uid/{uid}", headers)
+            if status in (401, 403):
+                return fail("grafana_datasource", title, f"Grafana refused the token ({status})",
+                            "set GRAFANA_TOKEN to a service-account token with the Viewer role or above")
+            if status == 200:
+                found[uid] = json.loads(body)
+            elif status != 404:
+                return fail("grafana_datasource", title, f"answered {status}: {body[:200]!r}",
+                            "see Grafana's log")
+        if found:
+            parts = [f"{uid}: {s.get('name')} ({s.get('type')}) -> {s.get('url')}"
+                     for uid, s in found.items()]
+            missing = [u for u in (GRAFANA_DATASOURCE_UID, INFLUXQL_DATASOURCE_UID) if u not in found]
+            note = f"; no {missing[0]!r}: its dashboards would be blank" if missing else ""
+            return ok("grafana_datasource", title, "; ".join(parts) + note, uids=sorted(found))
+        return fail("grafana_datasource", title,
+                    f"no datasource with uid {GRAFANA_DATASOURCE_UID!r} or {INFLUXQL_DATASOURCE_UID!r}: "
+                    "every panel of the dashboards is blank", self._datasource_fix(headers))
+
+    def _grafana_get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        assert self.grafana_url is not None
+        return http_request(f"{self.grafana_url}{path}", headers=headers, timeout_s=self.timeout_s)
+
+    def _datasource_fix(self, headers: dict[str, str]) -> str:
+        provision = ("provision both: copy grafana_dashboards/provisioning/datasources/influxdb.yaml into "
+                     "Grafana's provisioning/datasources directory (uid: influxdb and influxdb-influxql; "
+                     "INFLUXDB_TOKEN in Grafana's environment) and restart Grafana")
+        status, body = self._grafana_get("/api/datasources", headers)
+        try:
+            sources = json.loads(body) if status == 200 else []
+        except ValueError:
+            sources = []
+        influx = [s for s in sources if isinstance(s, dict) and s.get("type") == "influxdb" and s.get("uid")]
+        if not influx:
+            return provision
+        source = influx[0]
+        flux = (source.get("jsonData") or {}).get("version") == "Flux"
+        option = "--datasource-uid" if flux else "--influxql-datasource-uid"
+        flavour = "flux" if flux else "influxql"
+        return (f"Grafana has InfluxDB datasource {source.get('name')!r} (uid {source['uid']}): build the "
+                f"dashboards for it, `telemetry dashboards build {option} {source['uid']} --out dashboards` "
+                f"then `telemetry dashboards push --flavour {flavour} --out dashboards`; or {provision}")

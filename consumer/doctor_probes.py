@@ -11,8 +11,10 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final, Protocol
+
+from consumer.catalogue import PIPELINE_MEASUREMENT
 
 DEFAULT_TIMEOUT_S: Final = 5.0
 
@@ -59,6 +61,9 @@ class DoctorConfig(Protocol):
     @property
     def influx_password(self) -> str | None: ...
 
+    @property
+    def lease_s(self) -> float: ...
+
 
 class ProbeError(Exception):
     """An InfluxDB or Grafana request failed; ``kind`` is ``unreachable``, ``auth`` or ``error``."""
@@ -94,7 +99,10 @@ class InfluxProbe(Protocol):
     def ping(self) -> None: ...
     def check_auth(self) -> None: ...
     def container_exists(self) -> bool: ...
-    def point_counts(self, measurements: Sequence[str], since_s: float) -> dict[str, int]: ...
+    def containers(self) -> list[str]: ...
+    def point_counts(self, since_s: float) -> dict[str, int]: ...
+    def pipeline_points(self, since_s: float) -> int: ...
+    def newest_points(self) -> dict[str, int]: ...
 
 
 class V1Probe:
@@ -143,14 +151,37 @@ class V1Probe:
             raise ProbeError("error", result["error"])
         return True
 
-    def point_counts(self, measurements: Sequence[str], since_s: float) -> dict[str, int]:
-        source = ", ".join(f'"{self.rp}"."{m}"' if self.rp else f'"{m}"' for m in measurements)
-        result = self._query(
-            f'SELECT count("event_count") FROM {source} WHERE time > now() - {int(since_s)}s'
-        )
+    def _select(self, statement: str) -> list[dict[str, Any]]:
+        result = self._query(statement)
         if "error" in result:
             raise ProbeError("error", result["error"])
-        return {s["name"]: int(s["values"][0][1]) for s in result.get("series", []) if s.get("values")}
+        series: list[dict[str, Any]] = result.get("series", [])
+        return [s for s in series if s.get("values")]
+
+    def _source(self, measurement: str | None = None) -> str:
+        name = "/.*/" if measurement is None else f'"{measurement}"'
+        return f'"{self.rp}".{name}' if self.rp else name
+
+    def containers(self) -> list[str]:
+        return sorted(str(row[0]) for series in self._select("SHOW DATABASES") for row in series["values"])
+
+    def point_counts(self, since_s: float) -> dict[str, int]:
+        series = self._select(
+            f'SELECT count("event_count") FROM {self._source()} WHERE time > now() - {int(since_s)}s'
+        )
+        return {s["name"]: int(s["values"][0][1]) for s in series}
+
+    def pipeline_points(self, since_s: float) -> int:
+        series = self._select(
+            f'SELECT count("events_in") FROM {self._source(PIPELINE_MEASUREMENT)} '
+            f"WHERE time > now() - {int(since_s)}s"
+        )
+        return sum(int(s["values"][0][1]) for s in series)
+
+    def newest_points(self) -> dict[str, int]:
+        # no time condition: a point stamped in the future (a producer's clock ahead) counts too
+        series = self._select(f'SELECT last("event_count") FROM {self._source()} WHERE time > 0')
+        return {s["name"]: int(s["values"][0][0]) for s in series}
 
 
 class V2Probe:
@@ -193,16 +224,38 @@ class V2Probe:
         )
         return bucket is not None
 
-    def point_counts(self, measurements: Sequence[str], since_s: float) -> dict[str, int]:
-        names = json.dumps(list(measurements))
-        flux = (
+    def containers(self) -> list[str]:
+        found = self._call(lambda: self.client.buckets_api().find_buckets(limit=100))  # type: ignore[no-untyped-call]
+        return sorted(str(b.name) for b in (found.buckets or []))
+
+    def _flux(self, query: str) -> list[Any]:
+        tables = self._call(lambda: self.client.query_api().query(query, org=self.org))
+        return [record for table in tables for record in table.records]
+
+    def point_counts(self, since_s: float) -> dict[str, int]:
+        records = self._flux(
             f'from(bucket: "{self.bucket}") |> range(start: -{int(since_s)}s) '
             '|> filter(fn: (r) => r._field == "event_count") '
-            f"|> filter(fn: (r) => contains(value: r._measurement, set: {names})) "
             '|> group(columns: ["_measurement"]) |> count()'
         )
-        tables = self._call(lambda: self.client.query_api().query(flux, org=self.org))
-        return {str(r.get_measurement()): int(r.get_value()) for t in tables for r in t.records}
+        return {str(r.get_measurement()): int(r.get_value()) for r in records}
+
+    def pipeline_points(self, since_s: float) -> int:
+        records = self._flux(
+            f'from(bucket: "{self.bucket}") |> range(start: -{int(since_s)}s) '
+            f'|> filter(fn: (r) => r._measurement == "{PIPELINE_MEASUREMENT}" and r._field == "events_in") '
+            "|> group() |> count()"
+        )
+        return sum(int(r.get_value()) for r in records)
+
+    def newest_points(self) -> dict[str, int]:
+        records = self._flux(
+            f'from(bucket: "{self.bucket}") '
+            "|> range(start: 1970-01-01T00:00:00Z, stop: 2100-01-01T00:00:00Z) "
+            '|> filter(fn: (r) => r._field == "event_count") '
+            '|> group(columns: ["_measurement"]) |> last()'
+        )
+        return {str(r.get_measurement()): int(r.get_time().timestamp() * 1e9) for r in records}
 
 
 def make_probe(config: DoctorConfig, timeout_s: float = DEFAULT_TIMEOUT_S) -> InfluxProbe:

@@ -88,8 +88,15 @@ class SelfTelemetry:
         return (math.floor(now_s / self.window_s) + 1) * self.window_s
 
     def collect(self, now_s: float, shards: list[int] | None = None) -> list[Point]:
-        """The interval's points (one per shard seen or listed); interval counters restart."""
-        start_s = math.floor(now_s / self.window_s) * self.window_s - self.window_s
+        """The interval's points (one per shard seen or listed); interval counters restart.
+
+        When due, the interval that just ended is stamped with the previous window's start. Before
+        that (a forced report: the end of a ``--drain`` run) it is stamped with the running window,
+        so it does not overwrite the point already written for the previous one.
+        """
+        window_start_s = math.floor(now_s / self.window_s) * self.window_s
+        due = self._next_emit_s is not None and now_s >= self._next_emit_s
+        start_s = window_start_s - self.window_s if due else window_start_s
         time_ns = round(start_s * 1e9)
         points = []
         for shard in sorted(set(self._interval) | set(self._gauges) | set(shards or ())):

@@ -110,6 +110,14 @@ class ShardInfo:
     memory_bytes: int | None = None
     entries_added: int | None = None
     groups: tuple[GroupInfo, ...] = ()
+    last_generated_id: str | None = None
+    """The id of the newest entry ever added, even when it has been trimmed since (None: never)."""
+
+    @property
+    def newest_ms(self) -> int | None:
+        """When the stream last received an entry (server clock), trimmed or not; None: never."""
+        ids = [entry_ms(i) for i in (self.last_id, self.last_generated_id) if i and i != "0-0"]
+        return max(ids, default=None)
 
     def group(self, name: str) -> GroupInfo | None:
         """The group called ``name``, if it exists on this shard."""
@@ -181,7 +189,7 @@ class StreamAdmin:
             first_id=_text(first[0]) if first else None, last_id=_text(last[0]) if last else None,
             memory_bytes=int(memory) if memory is not None else None,
             entries_added=int(info["entries-added"]) if info.get("entries-added") is not None else None,
-            groups=groups,
+            groups=groups, last_generated_id=_text(info.get("last-generated-id")) or None,
         )
 
     def _group_info(self, key: str, raw: Mapping[str, Any], now_ms: int) -> GroupInfo:

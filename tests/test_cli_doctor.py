@@ -51,11 +51,17 @@ def _healthy_redis(server: RedisServer) -> None:
         client.xadd(key, {"v": "1"})
         client.xgroup_create(key, "aggregator", id="$")
         client.xgroup_createconsumer(key, "aggregator", "worker-1")
+        client.set(lease_key(PREFIX, shard), "worker-1:1", px=60_000)  # held while the worker runs
 
 
 def _write_points(influx: InfluxServer, db: str, names: list[str]) -> None:
     now_ns = time.time_ns()
-    influx.write_lines("\n".join(f"{name},bot_name=elena event_count=3i {now_ns}" for name in names), db=db)
+    lines = [
+        f"{name},shard=0 events_in=3i {now_ns}" if name == PIPELINE_MEASUREMENT
+        else f"{name},bot_name=elena event_count=3i {now_ns}"
+        for name in names
+    ]
+    influx.write_lines("\n".join(lines), db=db)
 
 
 def _statuses(checks: dict[str, Any]) -> dict[str, str]:
@@ -128,7 +134,9 @@ def test_doctor_stale_streams_and_lag(redis_server: RedisServer, influx: tuple[I
     assert "telemetry tail" in checks["streams_receive"]["fix"]
     assert checks["lag"]["status"] == "fail"
     assert checks["lag"]["details"]["lag_s"] >= 3_500
-    assert "more workers" in checks["lag"]["fix"]
+    # worker-1 left its consumer entry but holds no lease: nobody is reading
+    assert checks["consumer_live"]["status"] == "fail"
+    assert "telemetry consume" in checks["lag"]["fix"]
 
 
 def test_doctor_group_missing_then_no_consumer(

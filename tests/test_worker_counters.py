@@ -74,3 +74,18 @@ def test_batched_counts_are_exact_per_shard_in_totals_points_and_prometheus(
         assert _metric(body, by_reason) == rejected[shard]
     assert _metric(body, 'telemetry_worker_duplicates_total{shard="0"}') == 2
     client.close()
+
+
+def test_a_forced_report_does_not_overwrite_the_previous_windows_point() -> None:
+    """The end of a long ``--drain`` run reports the running window, not the one reported already."""
+    from consumer.selftelemetry import SelfTelemetry
+
+    stats = SelfTelemetry(worker="w1", window_s=10)
+    assert not stats.due(1005.0)                      # the first window ends at 1010
+    stats.count(0, "events_in", 3)
+    assert stats.due(1011.0)
+    [due] = stats.collect(1011.0)                     # the interval that ended: stamped 1000
+    stats.count(0, "events_in", 2)
+    [forced] = stats.collect(1015.0)                  # before the next is due: stamped 1010
+    assert (due.time_ns, due.fields["events_in"]) == (1000 * 10**9, 3)
+    assert (forced.time_ns, forced.fields["events_in"]) == (1010 * 10**9, 2)

@@ -47,7 +47,9 @@ def print_report(results: list[CheckResult], console: Console) -> None:
     if failed:
         console.print(f"[red]{failed} check(s) failed[/red] — fix the first ✗ first; later ones often follow")
     else:
-        console.print("[green]all checks passed[/green]")
+        warned = sum(r.status is Status.WARN for r in results)
+        note = f" ({warned} warning(s): worth knowing, nothing broken)" if warned else ""
+        console.print(f"[green]all checks passed[/green]{note}")
 
 
 def doctor_command(
@@ -99,7 +101,8 @@ def doctor_command(
     results = doctor.run()
     ok = not any(r.status is Status.FAIL for r in results)
     if as_json:
-        print_json({"ok": ok, "checks": [dataclasses.asdict(r) for r in results]})
+        first = next((r.name for r in results if r.status is Status.FAIL), None)
+        print_json({"ok": ok, "first_failure": first, "checks": [dataclasses.asdict(r) for r in results]})
     else:
         print_report(results, Console(soft_wrap=True))
     if not ok:
