@@ -11,7 +11,8 @@ those entries are never read again.
 
 Stream entry fields: ``reason``, ``detail``, ``source``, ``entry_id``, ``index`` (empty for
 rejected points), ``payload`` (the msgpack event, the raw entry, or the rejected line), plus
-``extra`` fields.
+``extra`` fields. With pseudonymisation on, the event is kept as pseudonymised and an
+undecodable entry without its events (:func:`withheld_entry`): no raw tag value is stored here.
 
 Usage::
 
@@ -23,7 +24,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -33,6 +34,7 @@ from redis.cluster import RedisCluster
 from consumer.line_protocol import encode_point
 from consumer.model import DeadLetter, Point
 from producers.keys import dlq_key
+from producers.wire import FIELD_DATA
 
 DEFAULT_DLQ_MAXLEN: Final = 1_000_000
 
@@ -58,6 +60,19 @@ def packed_payload(value: Any) -> bytes:
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
     except (TypeError, ValueError):
         return repr(value).encode()
+
+
+def withheld_entry(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """An undecodable entry as kept while pseudonymisation is on: its fields without the events.
+
+    The events (``d``) could not be read, so their tags cannot be pseudonymised; they may hold raw
+    values, and such a letter is not replayable anyway. The other fields (version, producer,
+    sequence, count) and the size of what was withheld stay, to find the producer.
+    """
+    kept = {name: value for name, value in fields.items() if name != FIELD_DATA}
+    if FIELD_DATA in fields:
+        kept[FIELD_DATA] = f"<{len(fields[FIELD_DATA])} bytes withheld: pseudonymisation is on>".encode()
+    return kept
 
 
 def point_payload(point: Point) -> bytes:
