@@ -37,6 +37,7 @@ from producers.keys import dlq_key
 from producers.wire import FIELD_DATA
 
 DEFAULT_DLQ_MAXLEN: Final = 1_000_000
+WITHHELD_NOTE: Final = b"withheld: pseudonymisation is on>"
 
 _APPEND: Final = """
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
@@ -69,9 +70,10 @@ def withheld_entry(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
     values, and such a letter is not replayable anyway. The other fields (version, producer,
     sequence, count) and the size of what was withheld stay, to find the producer.
     """
-    kept = {name: value for name, value in fields.items() if name != FIELD_DATA}
-    if FIELD_DATA in fields:
-        kept[FIELD_DATA] = f"<{len(fields[FIELD_DATA])} bytes withheld: pseudonymisation is on>".encode()
+    kept = dict(fields)
+    data = fields.get(FIELD_DATA)
+    if data is not None and not (isinstance(data, bytes) and data.endswith(WITHHELD_NOTE)):
+        kept[FIELD_DATA] = f"<{len(data)} bytes ".encode() + WITHHELD_NOTE
     return kept
 
 

@@ -17,16 +17,19 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from consumer.model import Event
 from consumer.validate import make_event
 from producers import pseudonyms
 from producers.pseudonyms import DIGEST_HEX_CHARS, PREFIX, is_pseudonym
 
+if TYPE_CHECKING:
+    from consumer.config import WorkerConfig
+
 _CACHE_LIMIT: Final = pseudonyms._CACHE_LIMIT
 
-__all__ = ["DIGEST_HEX_CHARS", "PREFIX", "Pseudonymizer", "is_pseudonym"]
+__all__ = ["DIGEST_HEX_CHARS", "PREFIX", "Pseudonymizer", "for_config", "is_pseudonym"]
 
 
 class Pseudonymizer(pseudonyms.Pseudonymizer):
@@ -40,3 +43,10 @@ class Pseudonymizer(pseudonyms.Pseudonymizer):
         if tags is event.tags:
             return event
         return make_event(event.kind, event.measurement, event.ts, tags, event.fields, event.position)
+
+
+def for_config(config: WorkerConfig) -> Pseudonymizer | None:
+    """The pseudonymizer ``config`` asks for (``TELEMETRY_PSEUDONYMIZE``), or ``None`` when off."""
+    if not config.pseudonymize:
+        return None
+    return Pseudonymizer(config.pseudonymize, (config.pseudonym_key or "").encode())
