@@ -11,14 +11,17 @@ those entries are never read again.
 
 Stream entry fields: ``reason``, ``detail``, ``source``, ``entry_id``, ``index`` (empty for
 rejected points), ``payload`` (the msgpack event, the raw entry, or the rejected line), plus
-``extra`` fields. With pseudonymisation on, the event is kept as pseudonymised and an
-undecodable entry without its events (:func:`withheld_entry`): no raw tag value is stored here.
+``extra`` fields. Letters age out: the workers' upkeep trims those older than
+``TELEMETRY_DLQ_RETENTION`` (default 7 days) by their entry ids' time. With pseudonymisation
+on, the event is kept as pseudonymised and an undecodable entry without its events
+(:func:`withheld_entry`): no raw tag value is stored here.
 
 Usage::
 
     letters = DeadLetterWriter(client, prefix="telemetry")
     letters.append(0, [DeadLetter("too_late", "...", "telemetry:{0}", "1700000000000-0", 3, payload)])
     letters.forget_before(0, 1700000000000)
+    letters.trim_older_than(7 * 86400)    # retention (TELEMETRY_DLQ_RETENTION), from the upkeep
 """
 
 from __future__ import annotations
@@ -131,6 +134,15 @@ class DeadLetterWriter:
         if pipe is not None:
             results = pipe.execute()
         return sum(int(result) for result in results)
+
+    def trim_older_than(self, retention_s: float) -> int:
+        """Delete dead letters older than ``retention_s`` by the Redis clock (``XTRIM MINID``, exact:
+        an expired letter may hold personal data); returns how many went."""
+        seconds, micros = self.client.time()
+        cutoff_ms = int(seconds) * 1000 + int(micros) // 1000 - int(retention_s * 1000)
+        if cutoff_ms <= 0:
+            return 0
+        return int(self.client.xtrim(self.key, minid=f"{cutoff_ms}-0", approximate=False))
 
     def forget_before(self, shard: int, entry_ms: int) -> int:
         """Drop identities of entries older than ``entry_ms`` (they are never read again)."""

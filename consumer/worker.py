@@ -121,7 +121,8 @@ class Worker:
     def run(self) -> int:
         """Run until stopped (or drained); returns the exit code (0)."""
         self._install_signals()
-        server = self.metrics.serve(self.config.metrics_port) if self.config.metrics_port else None
+        server = (self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
+                  if self.config.metrics_port else None)
         config = self.config
         logger.info("worker %s starting: redis %s, streams %s:{0..%d}, group %s, sink %s%s", self.worker_id,
                     redact_url(config.redis_url), config.stream_prefix, config.shards - 1, config.group,
