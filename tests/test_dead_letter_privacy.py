@@ -165,3 +165,18 @@ def test_the_worker_serves_metrics_on_the_configured_host(redis_server: RedisSer
         Worker(_config(redis_server, shards=1, metrics_port=port, metrics_host="0.0.0.0"),
                sink=MemorySink()).run()
     assert seen == [(port, "0.0.0.0")]
+
+
+def test_tail_shows_pseudonyms_and_its_tag_filter_takes_the_raw_id() -> None:
+    from consumer.cli.tail import TailFilter, decode_events
+    from consumer.stream_admin import StreamEntry
+    from producers.wire import encode_events
+
+    events = [(0, "m", 1.0, {"user_id": RAW}, {"x": 1.0}), (0, "m", 1.0, {"user_id": "someone"}, {"x": 1.0})]
+    entry = StreamEntry("1-0", encode_entry("a1b2c3d4e5f60718", 1, encode_events(events), 2))
+    pseudonymizer = Pseudonymizer(("user_id",), KEY.encode())
+    wanted = TailFilter("m", pseudonymizer.tags({"user_id": RAW}))
+    shown = list(decode_events("s", entry, wanted, pseudonymizer))
+    assert [e["tags"] for e in shown] == [{"user_id": pseudonymizer.pseudonym(RAW)}]
+    assert RAW not in repr(shown)
+    assert next(e["tags"] for e in decode_events("s", entry, TailFilter(), None)) == {"user_id": RAW}
