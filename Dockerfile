@@ -25,7 +25,10 @@ COPY --from=build /opt/telemetry /opt/telemetry
 ENV PATH=/opt/telemetry/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TELEMETRY_METRICS_PORT=9108
+    TELEMETRY_METRICS_PORT=9108 \
+    TELEMETRY_METRICS_HOST=0.0.0.0
+# 0.0.0.0: in a container, loopback is the container's own; the scraper and probes come from
+# outside it, and publishing the port (or not) is where exposure is decided (docs/deploy.md).
 USER 10001:10001
 EXPOSE 9108
 # SIGTERM: the worker stops reading, flushes what is due, checkpoints and exits.

@@ -57,6 +57,12 @@ DEFAULT_LEASE_S: Final = 10.0
 DEFAULT_MAX_OPEN_SERIES: Final = 200_000
 DEFAULT_CHECKPOINT_INTERVAL_S: Final = 1.0
 DEFAULT_DEDUPE_TTL_S: Final = 86_400.0
+DEFAULT_DLQ_RETENTION_S: Final = 7 * 86_400.0
+"""Dead letters older than this (by their entry id's time) are trimmed: they may hold personal
+data, and a week is enough to notice, fix and replay."""
+DEFAULT_METRICS_HOST: Final = "127.0.0.1"
+"""Loopback: ``/metrics`` has no authentication, so it is reachable from elsewhere only when asked
+(the container images and manifests in ``deploy/`` set ``0.0.0.0``; see docs/deploy.md)."""
 INFLUX_APIS: Final = ("v2", "v1")
 SECRET_FIELDS: Final = frozenset({"influx_token", "influx_password", "pseudonym_key"})
 
@@ -73,7 +79,8 @@ class WorkerConfig:
     hash; ``read_count``/``block_ms`` size each read; ``lease_s`` is how long a silent owner keeps
     its shards; ``max_open_series`` is the memory budget (open series-windows per shard) past which
     reading pauses until the sink catches up; ``checkpoint_interval_s`` bounds work redone after a
-    crash.
+    crash; ``dlq_retention_s`` is how long a dead letter is kept; ``metrics_host`` is the address
+    ``/metrics`` listens on.
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -96,6 +103,7 @@ class WorkerConfig:
     influx_password: str | None = field(default=None, repr=False)
     max_series: int = DEFAULT_MAX_SERIES
     metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
     pseudonymize: tuple[str, ...] = ()
     pseudonym_key: str | None = field(default=None, repr=False)
     consumer: str = field(default_factory=_default_consumer)
@@ -105,6 +113,7 @@ class WorkerConfig:
     max_open_series: int = DEFAULT_MAX_OPEN_SERIES
     checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S
     dedupe_ttl_s: float = DEFAULT_DEDUPE_TTL_S
+    dlq_retention_s: float = DEFAULT_DLQ_RETENTION_S
     drain: bool = False
 
     def __post_init__(self) -> None:
@@ -191,6 +200,13 @@ def _port(name: str, raw: str) -> int | None:
     return port
 
 
+def _host(name: str, raw: str) -> str:
+    host = raw.strip()
+    if not host or any(c in host for c in " /@"):
+        raise ConfigError(f"{name}={raw!r} is not a host name or address to listen on (e.g. 0.0.0.0)")
+    return host
+
+
 def _positive_duration(name: str, raw: str) -> float:
     value = parse_duration_s(name, raw)
     if value <= 0:
@@ -274,6 +290,7 @@ _PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
     "influx_user": _text,
     "max_series": _positive_int,
     "metrics_port": _port,
+    "metrics_host": _host,
     "pseudonymize": _tag_keys,
     "consumer": _text,
     "read_count": _positive_int,
@@ -282,6 +299,7 @@ _PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
     "max_open_series": _positive_int,
     "checkpoint_interval_s": _positive_duration,
     "dedupe_ttl_s": _positive_duration,
+    "dlq_retention_s": _positive_duration,
     "drain": _flag,
 }
 _FIELD_NAMES: Final = frozenset(f.name for f in dataclasses.fields(WorkerConfig))

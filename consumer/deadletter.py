@@ -11,19 +11,23 @@ those entries are never read again.
 
 Stream entry fields: ``reason``, ``detail``, ``source``, ``entry_id``, ``index`` (empty for
 rejected points), ``payload`` (the msgpack event, the raw entry, or the rejected line), plus
-``extra`` fields.
+``extra`` fields. Letters age out: the workers' upkeep trims those older than
+``TELEMETRY_DLQ_RETENTION`` (default 7 days) by their entry ids' time. With pseudonymisation
+on, the event is kept as pseudonymised and an undecodable entry without its events
+(:func:`withheld_entry`): no raw tag value is stored here.
 
 Usage::
 
     letters = DeadLetterWriter(client, prefix="telemetry")
     letters.append(0, [DeadLetter("too_late", "...", "telemetry:{0}", "1700000000000-0", 3, payload)])
     letters.forget_before(0, 1700000000000)
+    letters.trim_older_than(7 * 86400)    # retention (TELEMETRY_DLQ_RETENTION), from the upkeep
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
@@ -33,8 +37,10 @@ from redis.cluster import RedisCluster
 from consumer.line_protocol import encode_point
 from consumer.model import DeadLetter, Point
 from producers.keys import dlq_key
+from producers.wire import FIELD_DATA
 
 DEFAULT_DLQ_MAXLEN: Final = 1_000_000
+WITHHELD_NOTE: Final = b"withheld: pseudonymisation is on>"
 
 _APPEND: Final = """
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
@@ -58,6 +64,20 @@ def packed_payload(value: Any) -> bytes:
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
     except (TypeError, ValueError):
         return repr(value).encode()
+
+
+def withheld_entry(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """An undecodable entry as kept while pseudonymisation is on: its fields without the events.
+
+    The events (``d``) could not be read, so their tags cannot be pseudonymised; they may hold raw
+    values, and such a letter is not replayable anyway. The other fields (version, producer,
+    sequence, count) and the size of what was withheld stay, to find the producer.
+    """
+    kept = dict(fields)
+    data = fields.get(FIELD_DATA)
+    if data is not None and not (isinstance(data, bytes) and data.endswith(WITHHELD_NOTE)):
+        kept[FIELD_DATA] = f"<{len(data)} bytes ".encode() + WITHHELD_NOTE
+    return kept
 
 
 def point_payload(point: Point) -> bytes:
@@ -114,6 +134,15 @@ class DeadLetterWriter:
         if pipe is not None:
             results = pipe.execute()
         return sum(int(result) for result in results)
+
+    def trim_older_than(self, retention_s: float) -> int:
+        """Delete dead letters older than ``retention_s`` by the Redis clock (``XTRIM MINID``, exact:
+        an expired letter may hold personal data); returns how many went."""
+        seconds, micros = self.client.time()
+        cutoff_ms = int(seconds) * 1000 + int(micros) // 1000 - int(retention_s * 1000)
+        if cutoff_ms <= 0:
+            return 0
+        return int(self.client.xtrim(self.key, minid=f"{cutoff_ms}-0", approximate=False))
 
     def forget_before(self, shard: int, entry_ms: int) -> int:
         """Drop identities of entries older than ``entry_ms`` (they are never read again)."""

@@ -12,7 +12,14 @@ the worker's de-duplication treats them as new and its validation runs again. An
 fails again becomes a new dead letter, so nothing is lost. A dead letter is deleted only after
 the ``XADD`` carrying it succeeded; a crash in between leaves it in place (replaying it again may
 count it twice, never zero times). Dead letters whose payload is not an event (``undecodable``,
-``unknown_version``) cannot be replayed and are left where they are.
+``unknown_version``) cannot be replayed and are left where they are. A replayed event goes back
+to the shard it came from (its ``source``), since the shard of a series is chosen from its tags
+as the producer was given them, which a pseudonymised letter no longer holds; only a letter whose
+source is not one of today's shards (the shard count changed) is placed by its series.
+
+With a ``privacy`` pseudonymizer (pseudonymisation configured where the command runs), letters
+are shown and replayed as pseudonymised: one written before pseudonymisation was on, or by a
+worker without it, never shows or resends a configured tag's raw value.
 
 Usage::
 
@@ -21,10 +28,12 @@ Usage::
         print(letter.reason, letter.detail)
     report = letters.replay(reason="type_conflict")
     letters.purge(older_than_s=7 * 86400)
+    letters.trim_older_than(7 * 86400)        # the retention the worker applies
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -34,9 +43,11 @@ from typing import Any, Final
 import msgpack
 import redis
 
+from consumer.deadletter import packed_payload, withheld_entry
 from consumer.stream_admin import StreamAdmin, StreamEntry
 from producers.keys import dlq_key, shard_of_series, stream_key
-from producers.wire import encode_entry
+from producers.pseudonyms import Pseudonymizer
+from producers.wire import FIELD_DATA, encode_entry
 
 REPLAY_BATCH_EVENTS: Final = 500
 """Most events packed into one replayed stream entry."""
@@ -147,8 +158,10 @@ class DeadLetters:
         prefix: str,
         shards: int,
         stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        privacy: Pseudonymizer | None = None,
     ) -> None:
         self.client = client
+        self.privacy = privacy
         self.prefix = prefix
         self.shards = shards
         self.stream_maxlen = stream_maxlen
@@ -162,12 +175,31 @@ class DeadLetters:
         yielded = 0
         for entry in self._admin.iter_range(self.key):
             record = parse_record(entry)
+            if self.privacy is not None:
+                record = self._pseudonymised(record, self.privacy)
             if reason is not None and record.reason != reason:
                 continue
             yield record
             yielded += 1
             if limit is not None and yielded >= limit:
                 return
+
+    @staticmethod
+    def _pseudonymised(record: DeadLetterRecord, privacy: Pseudonymizer) -> DeadLetterRecord:
+        """``record`` as a pseudonymising worker would have written it."""
+        if record.event is not None:
+            event = privacy.wire_event(record.event)
+            if event is record.event:
+                return record
+            return dataclasses.replace(record, event=event, payload=packed_payload(event))
+        try:
+            fields = msgpack.unpackb(record.payload, raw=True, strict_map_key=False)
+        except Exception:  # not a packed entry (a rejected point's line): nothing to withhold
+            return record
+        if not isinstance(fields, dict) or FIELD_DATA not in fields:
+            return record
+        kept = withheld_entry(fields)
+        return record if kept == fields else dataclasses.replace(record, payload=packed_payload(kept))
 
     def records(self, *, reason: str | None = None, limit: int | None = None) -> list[DeadLetterRecord]:
         """:meth:`iter_records` as a list."""
@@ -186,8 +218,10 @@ class DeadLetters:
             if record.event is None:
                 report.skipped[record.reason] = report.skipped.get(record.reason, 0) + 1
                 continue
-            tags = record.event[3] if isinstance(record.event[3], dict) else None
-            shard = shard_of_series(record.event[1], tags, self.shards)
+            shard = self._source_shard(record)
+            if shard is None:
+                tags = record.event[3] if isinstance(record.event[3], dict) else None
+                shard = shard_of_series(record.event[1], tags, self.shards)
             batch = pending.setdefault(shard, [])
             batch.append(record)
             if len(batch) >= REPLAY_BATCH_EVENTS:
@@ -195,6 +229,17 @@ class DeadLetters:
         for shard, batch in sorted(pending.items()):
             self._send(shard, batch, sequences, report)
         return report
+
+    def _source_shard(self, record: DeadLetterRecord) -> int | None:
+        """The shard the letter's event came from, when it is one of this pipeline's shards."""
+        head, _, tail = record.source.rpartition(":")
+        if head != self.prefix or not (tail.startswith("{") and tail.endswith("}")):
+            return None
+        try:
+            shard = int(tail[1:-1])
+        except ValueError:
+            return None
+        return shard if 0 <= shard < self.shards and record.source == stream_key(self.prefix, shard) else None
 
     def _send(
         self, shard: int, batch: list[DeadLetterRecord], sequences: dict[int, int], report: ReplayReport

@@ -10,7 +10,8 @@ Usage::
 
     metrics = Metrics(stale_after_s=30)
     stats = SelfTelemetry(worker="w1", window_s=10, listener=metrics.listen)
-    server = metrics.serve(9108)      # a daemon thread; server.shutdown() to stop
+    server = metrics.serve(9108)      # a daemon thread on 127.0.0.1; server.shutdown() to stop
+    server = metrics.serve(9108, "0.0.0.0")   # every interface (TELEMETRY_METRICS_HOST)
     metrics.beat()                    # once per loop iteration
 """
 
@@ -79,8 +80,9 @@ class Metrics:
         """The exposition text."""
         return bytes(generate_latest(self.registry))
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
-        """Serve ``/metrics`` and ``/healthz`` on a daemon thread."""
+    def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """Serve ``/metrics`` and ``/healthz`` on a daemon thread, on ``host`` (loopback unless told:
+        the endpoints have no authentication)."""
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):

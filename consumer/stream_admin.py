@@ -131,6 +131,8 @@ class DeadLetterCounts:
     total: int
     by_reason: dict[str, int] = field(default_factory=dict)
     complete: bool = True
+    oldest_id: str | None = None
+    """The oldest letter's id (its time is when it was written), ``None`` when there is none."""
 
 
 def _normalise_xread(reply: Any) -> list[tuple[str, list[StreamEntry]]]:
@@ -275,7 +277,9 @@ class StreamAdmin:
         """Dead letters by reason (scans at most ``limit`` entries)."""
         total = self.dead_letter_length()
         counts: Counter[str] = Counter()
+        oldest: str | None = None
         for entry in self.iter_range(self.dlq, limit=limit):
+            oldest = oldest or entry.entry_id
             counts[_text(entry.fields.get(b"reason")) or "unknown"] += 1
         return DeadLetterCounts(total=total, by_reason=dict(sorted(counts.items())),
-                                complete=sum(counts.values()) >= total)
+                                complete=sum(counts.values()) >= total, oldest_id=oldest)

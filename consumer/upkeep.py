@@ -6,7 +6,8 @@ fenced Lua call (:mod:`consumer.checkpoint`): refused when our lease is gone, in
 shard is dropped (``lose``) and the new owner's state stands. After it: the stream is trimmed
 below what the group still needs, dead-letter positions older than any re-read are forgotten,
 and every few seconds the shard is checked for entries the length cap removed unread (data
-lost: logged once, counted in ``lost_entries``), its lag, and idle consumers of dead workers.
+lost: logged once, counted in ``lost_entries``), its lag, and idle consumers of dead workers;
+every minute dead letters older than ``TELEMETRY_DLQ_RETENTION`` are trimmed.
 
 Usage::
 
@@ -33,6 +34,8 @@ from consumer.source import StreamSource, parse_id
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_EVERY_S: Final = 5.0
+DLQ_TRIM_EVERY_S: Final = 60.0
+"""How often a worker trims dead letters past their retention (any worker may: it is idempotent)."""
 
 
 class Checkpoints:
@@ -48,6 +51,7 @@ class Checkpoints:
         self.stats = stats
         self._lose = lose
         self._losses = LogOnce(logger)
+        self._dlq_trimmed_at = -DLQ_TRIM_EVERY_S
 
     def save(self, state: ShardState, *, trim: bool = True) -> None:
         """Dead letters, then the fenced atomic checkpoint, then trimming and loss detection."""
@@ -70,6 +74,18 @@ class Checkpoints:
         if trim:
             self.housekeeping(state)
 
+    def expire_dead_letters(self, *, force: bool = False) -> int:
+        """Trim dead letters past ``TELEMETRY_DLQ_RETENTION``, at most every minute unless ``force``."""
+        now = time.monotonic()
+        if not force and now - self._dlq_trimmed_at < DLQ_TRIM_EVERY_S:
+            return 0
+        self._dlq_trimmed_at = now
+        removed = self.letters.trim_older_than(self.config.dlq_retention_s)
+        if removed:
+            logger.info("removed %d dead letter(s) older than the retention of %gs (TELEMETRY_DLQ_RETENTION)",
+                        removed, self.config.dlq_retention_s)
+        return removed
+
     def housekeeping(self, state: ShardState) -> None:
         """Trim, forget old dead-letter positions; every few seconds: loss, lag, idle consumers."""
         shard = state.shard
@@ -79,6 +95,7 @@ class Checkpoints:
         if time.monotonic() - state.checked_at < HEALTH_CHECK_EVERY_S:
             return
         state.checked_at = time.monotonic()
+        self.expire_dead_letters()
         lost = self.source.lost_entries(shard, self.store.key(shard))
         if lost > state.lost_reported:
             self._losses.once(f"shard {shard}", logging.ERROR,

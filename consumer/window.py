@@ -215,12 +215,13 @@ class ShardWindows:
 
     def record_batch(  # noqa: C901 - the worker's hot loop, one function on purpose (calls cost)
             self, raws: Sequence[Any], entry_ms: int, entry_seq: int, now_s: float,
-            privacy: Callable[[Event], Event] | None = None,
+            privacy: Callable[[Any], Any] | None = None,
             first_index: int = 0) -> list[tuple[int, str, str]]:
         """Validate and record one stream entry's wire events; ``(index, reason, detail)`` per rejection.
 
-        Result and state are exactly those of, for each event in turn, :func:`validate` with its
-        :class:`Position`, ``privacy`` (pseudonymisation) and :meth:`record`. This is that loop
+        Result and state are exactly those of, for each event in turn, ``privacy``
+        (pseudonymisation of the wire event), :func:`validate` with its :class:`Position` and
+        :meth:`record`. This is that loop
         with its common case fused: an event of a series its window already holds, whose field
         names and value types its measurement has recorded before, is checked and folded in place
         (no ``Event``, no ``Position``, no sorted key). Everything else goes one by one, which
@@ -283,12 +284,13 @@ class ShardWindows:
         return rejected
 
     def _record_one(self, raw: Any, entry_ms: int, entry_seq: int, index: int, now_s: float,
-                    privacy: Callable[[Event], Event] | None) -> Rejection | None:
-        """:meth:`record_batch`'s slow path: validate, pseudonymise and record one event."""
-        result = validate(raw, Position(entry_ms, entry_seq, index))
+                    privacy: Callable[[Any], Any] | None) -> Rejection | None:
+        """:meth:`record_batch`'s slow path: pseudonymise, validate and record one event."""
+        # pseudonymised before validation, as a pseudonymising producer would have sent it
+        result = validate(privacy(raw) if privacy else raw, Position(entry_ms, entry_seq, index))
         if isinstance(result, tuple):
             return result
-        event = privacy(result) if privacy else result
+        event = result
         rejection = self.record(event, now_s)
         if rejection is None and privacy and len(result.tags) == len(raw[3]):
             # the raw tags were clean: remember which series they pseudonymise to

@@ -5,7 +5,8 @@ Per owned shard, strictly in stream-id order::
     read (XRANGE after the checkpoint while catching up, then XREADGROUP >)
       -> decode (WireError: dead letter with the raw entry)
       -> dedupe (producer id, batch sequence)
-      -> ShardWindows.record_batch: validate, pseudonymise, record (rejection: dead letter)
+      -> ShardWindows.record_batch: pseudonymise, validate, record (rejection: dead letter, as
+         pseudonymised)
       -> collect_due -> sink.write (retry with backoff; renews leases, stays responsive to stop)
       -> ShardWindows.commit -> dead letters appended (idempotent) -> checkpoint (fenced Lua:
          state + XACK) -> XTRIM MINID below what the group still needs
@@ -45,7 +46,7 @@ import redis
 
 from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig, redact_url
-from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload
+from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload, withheld_entry
 from consumer.errors import GroupMissing
 from consumer.lease import LeaseManager
 from consumer.log_once import LogOnce
@@ -121,7 +122,8 @@ class Worker:
     def run(self) -> int:
         """Run until stopped (or drained); returns the exit code (0)."""
         self._install_signals()
-        server = self.metrics.serve(self.config.metrics_port) if self.config.metrics_port else None
+        server = (self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
+                  if self.config.metrics_port else None)
         config = self.config
         logger.info("worker %s starting: redis %s, streams %s:{0..%d}, group %s, sink %s%s", self.worker_id,
                     redact_url(config.redis_url), config.stream_prefix, config.shards - 1, config.group,
@@ -270,7 +272,7 @@ class Worker:
             try:
                 batch = decode_entry(entry.fields)
             except WireError as exc:
-                raw = packed_payload(dict(entry.fields))
+                raw = packed_payload(withheld_entry(entry.fields) if self.privacy else dict(entry.fields))
                 self._dead(state, DeadLetter(exc.reason, exc.detail, source, entry.entry_id, None, raw))
                 continue
             if not state.dedupe.admit(batch.producer_id, batch.sequence, key[0]):
@@ -288,7 +290,7 @@ class Worker:
         One read may carry a million events: leases and the heartbeat are renewed when due
         every :data:`RENEW_EVERY_EVENTS` events, so a long read never lets them lapse.
         """
-        privacy = self.privacy.apply if self.privacy else None
+        privacy = self.privacy.wire_event if self.privacy else None
         record_batch, keep_if_due = state.windows.record_batch, self.ownership.keep_if_due
         rejected: list[tuple[int, str, str]] = []
         segments: list[tuple[int, Sequence[Any]]] = [(0, events)]
@@ -300,8 +302,8 @@ class Worker:
                 keep_if_due()
                 chunk = segment[start:start + RENEW_EVERY_EVENTS]
                 rejected += record_batch(chunk, key[0], key[1], now, privacy, first + start)
-        for index, reason, detail in rejected:
-            payload = packed_payload(events[index])
+        for index, reason, detail in rejected:  # the letter keeps the event as pseudonymised
+            payload = packed_payload(privacy(events[index]) if privacy else events[index])
             self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, payload))
         return len(events) - len(rejected)
 

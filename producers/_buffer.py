@@ -119,7 +119,7 @@ class EventBuffer:
         self._event_cost_s = FIRST_COST_S
         self._take_events = self._events_per_quantum()
         self._interval_s = config.flush_interval_ms / 1000.0
-        self._encoder = BatchEncoder(config.shards)
+        self._encoder = BatchEncoder(config.shards, config.pseudonymizer())
         self._sender = StreamSender(client_factory, prefix=config.prefix, shards=config.shards,
                                     stream_maxlen=config.stream_maxlen, producer_id=producer_id,
                                     owns_client=owns_client)

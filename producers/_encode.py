@@ -5,7 +5,9 @@ The caller's thread stores events exactly as it received them, with no checks (s
 merge of bound handles, datetime timestamps, the shard hash, and msgpack encoding. A value
 msgpack cannot encode (an arbitrary object, an int beyond 64 bits) costs only its own event:
 the batch is re-encoded event by event, the bad ones are counted and each kind of failure is
-logged once.
+logged once. With pseudonymisation on (``ProducerConfig.pseudonymize``), configured tag values
+are replaced by their pseudonyms here too, after the shard is chosen from the tags as given (so a
+series goes to the same shard whichever side pseudonymises) and before anything is packed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Final
 import msgpack
 
 from producers.keys import shard_of_series
+from producers.pseudonyms import Pseudonymizer
 from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED
 
 logger = logging.getLogger(__name__)
@@ -125,8 +128,9 @@ def to_wire(event: BufferedEvent) -> tuple[Any, ...]:
 class BatchEncoder:
     """Groups events by shard and encodes each group; remembers which failures it has logged."""
 
-    def __init__(self, shards: int) -> None:
+    def __init__(self, shards: int, pseudonymizer: Pseudonymizer | None = None) -> None:
         self.shards = shards
+        self.pseudonymizer = pseudonymizer
         self._cache: dict[Any, int] = {}
         self._logged: set[str] = set()
 
@@ -176,11 +180,14 @@ class BatchEncoder:
         packed_parts: list[list[bytes]] = [[] for _ in range(shards)]
         counts = [0] * shards
         errors = 0
+        privacy = self.pseudonymizer.wire_event if self.pseudonymizer is not None else None
         for events in slices:
             groups, failed = self._group(events, shards)
             errors += failed
             for shard, group in enumerate(groups):
                 if group:
+                    if privacy is not None:  # after sharding by the tags as given, before packing
+                        group = [privacy(wire) for wire in group]
                     packed, count, failed = self.pack(group)
                     errors += failed
                     if count:

@@ -12,13 +12,15 @@ Every check happens at construction, so a bad value stops the program at start w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from producers.durations import ConfigError, env_value, parse_int
+from producers.durations import ConfigError, env_secret, env_value, parse_int, parse_list
 from producers.keys import DEFAULT_PREFIX as _KEYS_DEFAULT_PREFIX
 from producers.keys import DEFAULT_SHARDS as _KEYS_DEFAULT_SHARDS
+from producers.pseudonyms import Pseudonymizer
 
 DEFAULT_REDIS_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = _KEYS_DEFAULT_PREFIX
@@ -34,6 +36,8 @@ ENV_PREFIX: Final = "TELEMETRY_STREAM_PREFIX"
 ENV_SHARDS: Final = "TELEMETRY_SHARDS"
 ENV_STREAM_MAXLEN: Final = "TELEMETRY_STREAM_MAXLEN"
 ENV_BUFFER_EVENTS: Final = "TELEMETRY_BUFFER_EVENTS"
+ENV_PSEUDONYMIZE: Final = "TELEMETRY_PSEUDONYMIZE"
+ENV_PSEUDONYM_KEY: Final = "TELEMETRY_PSEUDONYM_KEY"
 
 CLUSTER_SCHEME: Final = "redis+cluster://"
 _SCHEMES: Final = ("redis://", "rediss://", "unix://", CLUSTER_SCHEME, "rediss+cluster://")
@@ -55,6 +59,11 @@ class ProducerConfig:
             encoding each, so that no ``emit`` waits longer for the interpreter lock); while it
             catches up, up to 4 full batches share one send and are held while retried.
         exit_timeout_ms: how long the interpreter-exit flush may take.
+        pseudonymize: tag keys (e.g. ``user_id``) whose values the flusher thread replaces with
+            their pseudonyms before anything leaves the process (the worker's hash, see
+            :mod:`producers.pseudonyms`); empty: the producer ships tags as given.
+        pseudonym_key: the HMAC key for that (``TELEMETRY_PSEUDONYM_KEY`` or its ``_FILE``);
+            never shown in ``repr``.
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -65,6 +74,8 @@ class ProducerConfig:
     flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS
     batch_max_events: int = DEFAULT_BATCH_MAX_EVENTS
     exit_timeout_ms: int = DEFAULT_EXIT_TIMEOUT_MS
+    pseudonymize: tuple[str, ...] = ()
+    pseudonym_key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.redis_url, str) or not self.redis_url.startswith(_SCHEMES):
@@ -79,6 +90,16 @@ class ProducerConfig:
         _check_int("flush_interval_ms", self.flush_interval_ms, 1)
         _check_int("batch_max_events", self.batch_max_events, 1)
         _check_int("exit_timeout_ms", self.exit_timeout_ms, 0)
+        if isinstance(self.pseudonymize, str) or not all(isinstance(k, str) and k for k in self.pseudonymize):
+            raise ConfigError(f"{ENV_PSEUDONYMIZE}={self.pseudonymize!r} must be tag keys (a tuple of names)")
+        if self.pseudonymize and not self.pseudonym_key:
+            raise ConfigError(f"{ENV_PSEUDONYMIZE} is set but {ENV_PSEUDONYM_KEY} (or _FILE) is not")
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The flusher's pseudonymizer, or ``None`` when pseudonymisation is off here."""
+        if not self.pseudonymize:
+            return None
+        return Pseudonymizer(tuple(self.pseudonymize), (self.pseudonym_key or "").encode())
 
     @property
     def is_cluster(self) -> bool:
@@ -104,6 +125,12 @@ class ProducerConfig:
             raw = env_value(env, name)
             if raw is not None:
                 values[field] = parse_int(name, raw, minimum=minimum)
+        tag_keys = env_value(env, ENV_PSEUDONYMIZE)
+        if tag_keys is not None:
+            values["pseudonymize"] = parse_list(tag_keys)
+        secret = env_secret(env, ENV_PSEUDONYM_KEY)
+        if secret is not None:
+            values["pseudonym_key"] = secret
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -49,7 +49,7 @@ def letters(redis_server: RedisServer) -> RedisServer:
             {
                 "reason": reason,
                 "detail": f"detail {i}",
-                "source": stream_key(PREFIX, 0),
+                "source": stream_key(PREFIX, shard_of_series(event[1], event[3], SHARDS)),  # as a worker
                 "entry_id": f"1700000000000-{i}",
                 "index": str(i),
                 "payload": msgpack.packb(event),
@@ -123,6 +123,23 @@ def test_dlq_replay_round_trip(letters: RedisServer) -> None:
     again = json.loads(_run(letters, "replay", "--json").stdout)
     assert again["replayed"] == 1 and again["producer_id"] != report["producer_id"]
     assert [f[b"reason"] for _, f in client.xrange(dlq_key(PREFIX))] == [b"undecodable"]
+
+
+def test_replay_sends_an_event_back_to_the_shard_it_came_from(redis_server: RedisServer) -> None:
+    """A pseudonymised letter's series no longer hashes to its shard; a foreign source does not count."""
+    client = redis_server.client()
+    event = [0, "m", 1_700_000_000.0, {"user_id": "p_0123456789abcdef"}, {"x": 1.0}]
+    by_series = shard_of_series("m", event[3], SHARDS)
+    sources = {stream_key(PREFIX, (by_series + 1) % SHARDS): (by_series + 1) % SHARDS,
+               stream_key("other", 0): by_series, stream_key(PREFIX, SHARDS + 3): by_series}
+    for source in sources:
+        client.xadd(dlq_key(PREFIX), {"reason": "type_conflict", "detail": "d", "source": source,
+                                      "entry_id": "1-0", "index": "0", "payload": msgpack.packb(event)})
+    report = json.loads(_run(redis_server, "replay", "--json").stdout)
+    expected: dict[int, int] = {}
+    for shard in sources.values():
+        expected[shard] = expected.get(shard, 0) + 1
+    assert {int(k): v for k, v in report["by_shard"].items()} == expected
 
 
 def test_dlq_purge_older_than(letters: RedisServer) -> None:

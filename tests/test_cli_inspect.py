@@ -49,6 +49,24 @@ def populated(redis_server: RedisServer) -> RedisServer:
     return redis_server
 
 
+def test_inspect_reports_the_dead_letter_retention_and_letters_past_it(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    now_ms = int(client.time()[0]) * 1000
+    client.xadd(dlq_key(PREFIX), {"reason": "too_late", "payload": b"\x90"}, id=f"{now_ms - 3 * 3_600_000}-0")
+    result = CliRunner().invoke(make_app("consumer.cli.inspect"),
+                                ["inspect", "--json", *stream_flags(redis_server.url, PREFIX, 2)],
+                                env={"TELEMETRY_DLQ_RETENTION": "1h"})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["dead_letters"]["retention_s"] == 3600.0
+    assert doc["dead_letters"]["oldest_age_s"] == pytest.approx(3 * 3600, abs=60)
+    assert any("older than their retention" in warning for warning in doc["warnings"])
+    human = CliRunner().invoke(make_app("consumer.cli.inspect"),
+                               ["inspect", *stream_flags(redis_server.url, PREFIX, 2)],
+                               env={"TELEMETRY_DLQ_RETENTION": "1h"})
+    assert "kept 1h" in human.stdout and "the oldest is 3h old" in human.stdout
+
+
 def test_inspect_json_matches_stream_state(populated: RedisServer) -> None:
     result = _run(populated, "--json")
     assert result.exit_code == 0, result.output
@@ -73,11 +91,18 @@ def test_inspect_json_matches_stream_state(populated: RedisServer) -> None:
     group1 = s1["groups"][0]
     assert (group1["pending"], group1["lag_entries"], group1["lag_s"], group1["consumers"]) == (0, 0, 0.0, [])
     assert doc["totals"] == {"length": 8, "pending": 2, "lag_entries": 2}
+    oldest = client.xrange(dlq_key(PREFIX), count=1)[0][0].decode()
     assert doc["dead_letters"] == {
         "total": 3,
         "by_reason": {"invalid_name": 1, "too_late": 2},
         "complete": True,
+        "oldest_id": oldest,
+        "oldest_time": doc["dead_letters"]["oldest_time"],
+        "oldest_age_s": doc["dead_letters"]["oldest_age_s"],
+        "retention_s": 7 * 86_400.0,
     }
+    assert doc["dead_letters"]["oldest_time"].startswith("20")
+    assert 0 <= doc["dead_letters"]["oldest_age_s"] < 60
     assert any("no live consumer" in w and stream_key(PREFIX, 1) in w for w in doc["warnings"])
 
 

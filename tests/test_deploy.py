@@ -778,3 +778,17 @@ def test_a_configuration_error_exits_2_which_systemd_does_not_restart() -> None:
     assert result.returncode == 2
     assert "TELEMETRY_WINDOW" in result.stderr
     assert unit()["Service"]["RestartPreventExitStatus"] == str(result.returncode)
+
+
+def test_metrics_listen_beyond_loopback_only_where_a_scraper_is_outside_the_process() -> None:
+    """Containers and pods are scraped and probed from outside: 0.0.0.0; a VM keeps the default."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert compose["services"]["worker"]["environment"]["TELEMETRY_METRICS_HOST"] == "0.0.0.0"
+    assert "ports" not in compose["services"]["worker"]  # not published on the host
+    configmap = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "configmap.yaml").read_text())
+                     if d and d.get("kind") == "ConfigMap")
+    assert configmap["data"]["TELEMETRY_METRICS_HOST"] == "0.0.0.0"
+    assert "TELEMETRY_METRICS_HOST=0.0.0.0" in DOCKERFILE.read_text()
+    assert read_env_file(UNIT_ENV)["TELEMETRY_METRICS_HOST"] == "127.0.0.1"
+    doc = DEPLOY_DOC.read_text()
+    assert "TELEMETRY_METRICS_HOST" in doc and "127.0.0.1" in doc

@@ -32,7 +32,8 @@ def test_environment_is_read() -> None:
     config = ProducerConfig.from_env(env)
     assert dataclasses.asdict(config) == {
         "redis_url": "redis+cluster://node:7000", "prefix": "bots", "shards": 16, "stream_maxlen": 1000,
-        "buffer_events": 500, "flush_interval_ms": 100, "batch_max_events": 2000, "exit_timeout_ms": 2000}
+        "buffer_events": 500, "flush_interval_ms": 100, "batch_max_events": 2000, "exit_timeout_ms": 2000,
+        "pseudonymize": (), "pseudonym_key": None}
     assert config.is_cluster is True
 
 

@@ -52,8 +52,8 @@ def test_signatures_are_pinned() -> None:
     assert [p.split(":")[0] for p in params(bound.emit)] == ["self", "fields", "tags", "ts"]
     assert [p.split(":")[0] for p in params(producers.emit)] == ["measurement", "fields", "tags", "ts"]
     assert sorted(producers.ProducerConfig.__dataclass_fields__) == [
-        "batch_max_events", "buffer_events", "exit_timeout_ms", "flush_interval_ms", "prefix", "redis_url",
-        "shards", "stream_maxlen"]
+        "batch_max_events", "buffer_events", "exit_timeout_ms", "flush_interval_ms", "prefix",
+        "pseudonym_key", "pseudonymize", "redis_url", "shards", "stream_maxlen"]
 
 
 def test_producers_never_imports_consumer() -> None:

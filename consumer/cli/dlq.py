@@ -1,6 +1,7 @@
 """``telemetry dlq list|replay|purge``: the dead letters, with their reasons, and what to do with them.
 
-A thin shell over :mod:`consumer.dlq_ops`; see there for what replay guarantees.
+A thin shell over :mod:`consumer.dlq_ops`; see there for what replay guarantees. With
+``TELEMETRY_PSEUDONYMIZE`` set, letters are listed and replayed as pseudonymised.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from consumer.cli.operator_options import (
 )
 from consumer.config import WorkerConfig
 from consumer.dlq_ops import DeadLetterRecord, DeadLetters
+from consumer.privacy import for_config
 from consumer.stream_admin import entry_ms
 
 Reason = Annotated[str | None, typer.Option("--reason", help="only dead letters with this reason")]
@@ -39,7 +41,7 @@ def _letters(redis_url: str | None, stream_prefix: str | None, shards: str | Non
         WorkerConfig, DeadLetters]:
     config = load_config(redis_url=redis_url, stream_prefix=stream_prefix, shards=shards)
     return config, DeadLetters(connect_redis(config), prefix=config.stream_prefix, shards=config.shards,
-                               stream_maxlen=config.stream_maxlen)
+                               stream_maxlen=config.stream_maxlen, privacy=for_config(config))
 
 
 def _row(record: DeadLetterRecord) -> list[str]:

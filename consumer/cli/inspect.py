@@ -1,7 +1,8 @@
 """``telemetry inspect``: the streams at a glance (lengths, groups, consumers, pending, lag).
 
 Everything shown is read from Redis with read-only commands (:mod:`consumer.stream_admin`); the
-``--json`` document has the same numbers, for scripts and tests.
+``--json`` document has the same numbers, for scripts and tests. Dead letters are reported with
+the oldest one's age and the retention after which the workers trim them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from consumer.cli.operator_options import (
     print_json,
     redis_errors,
 )
+from consumer.config import DEFAULT_DLQ_RETENTION_S
 from consumer.stream_admin import DeadLetterCounts, ShardInfo, StreamAdmin, entry_ms
 
 LAG_WARN_S: Final = 10.0
 LAG_ALARM_S: Final = 60.0
 PENDING_WARN_S: Final = 30.0
 IDLE_WARN_MS: Final = 60_000
+RETENTION_SLACK_S: Final = 300.0
+"""Workers trim dead letters every minute or so: older than the retention by this is a warning."""
 
 
 def _iso(entry_id: str | None) -> str | None:
@@ -67,8 +71,17 @@ def collect(admin: StreamAdmin) -> tuple[int, list[ShardInfo], DeadLetterCounts]
     return now_ms, shards, admin.dead_letter_counts()
 
 
+def dead_letter_doc(dead: DeadLetterCounts, now_ms: int, retention_s: float) -> dict[str, Any]:
+    """Dead letters by reason, the oldest one's age and the retention they age out after."""
+    doc = dataclasses.asdict(dead)
+    doc["oldest_time"] = _iso(dead.oldest_id)
+    doc["oldest_age_s"] = (now_ms - entry_ms(dead.oldest_id)) / 1000 if dead.oldest_id else None
+    doc["retention_s"] = retention_s
+    return doc
+
+
 def document(admin: StreamAdmin, now_ms: int, shards: list[ShardInfo],
-             dead: DeadLetterCounts) -> dict[str, Any]:
+             dead: DeadLetterCounts, *, dlq_retention_s: float = DEFAULT_DLQ_RETENTION_S) -> dict[str, Any]:
     """The whole ``inspect`` document (what ``--json`` prints)."""
     ours = [g for s in shards for g in s.groups if g.name == admin.group]
     shard_docs = []
@@ -87,9 +100,19 @@ def document(admin: StreamAdmin, now_ms: int, shards: list[ShardInfo],
             "pending": sum(g.pending for g in ours),
             "lag_entries": sum(g.lag_entries or 0 for g in ours),
         },
-        "dead_letters": dataclasses.asdict(dead),
-        "warnings": warnings_for(shards, admin.group),
+        "dead_letters": dead_letter_doc(dead, now_ms, dlq_retention_s),
+        "warnings": warnings_for(shards, admin.group) + _retention_warnings(dead, now_ms, dlq_retention_s),
     }
+
+
+def _retention_warnings(dead: DeadLetterCounts, now_ms: int, retention_s: float) -> list[str]:
+    if dead.oldest_id is None:
+        return []
+    age_s = (now_ms - entry_ms(dead.oldest_id)) / 1000
+    if age_s <= retention_s + RETENTION_SLACK_S:
+        return []
+    return [f"dead letters older than their retention ({retention_s:g}s) are still kept: the oldest is "
+            f"{age_s:.0f}s old (is a worker running with the same TELEMETRY_DLQ_RETENTION?)"]
 
 
 def _style_s(seconds: float | None, warn: float, alarm: float) -> str:
@@ -97,6 +120,13 @@ def _style_s(seconds: float | None, warn: float, alarm: float) -> str:
         return "-"
     colour = "red" if seconds >= alarm else "yellow" if seconds >= warn else "green"
     return f"[{colour}]{seconds:.1f}s[/{colour}]"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
+    return f"{seconds:.0f}s"
 
 
 def _shard_row(shard: ShardInfo, group: str) -> list[str]:
@@ -130,9 +160,13 @@ def render(doc: dict[str, Any], shards: list[ShardInfo], dead: DeadLetterCounts,
     if dead.total:
         reasons = ", ".join(f"{reason} {count}" for reason, count in dead.by_reason.items())
         more = "" if dead.complete else " (first part scanned)"
+        oldest = doc["dead_letters"]["oldest_age_s"] or 0.0
         console.print(f"[yellow]dead letters: {dead.total}[/yellow] — {reasons}{more}  (telemetry dlq list)")
+        console.print(f"dead letters are kept {_age(doc['dead_letters']['retention_s'])} "
+                      f"(TELEMETRY_DLQ_RETENTION); the oldest is {_age(oldest)} old")
     else:
-        console.print("[green]dead letters: 0[/green]")
+        console.print(f"[green]dead letters: 0[/green] (kept {_age(doc['dead_letters']['retention_s'])}, "
+                      "TELEMETRY_DLQ_RETENTION)")
     for warning in doc["warnings"]:
         console.print(f"[yellow]! {warning}[/yellow]")
 
@@ -145,7 +179,7 @@ def inspect_command(redis_url: RedisUrl = None, stream_prefix: StreamPrefix = No
                         group=config.group)
     with redis_errors(config):
         now_ms, shard_list, dead = collect(admin)
-    doc = document(admin, now_ms, shard_list, dead)
+    doc = document(admin, now_ms, shard_list, dead, dlq_retention_s=config.dlq_retention_s)
     if as_json:
         print_json(doc)
         return

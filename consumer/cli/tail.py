@@ -2,6 +2,7 @@
 
 ``tail`` reads with a plain ``XREAD`` from the newest entry of each shard at start, so it never
 creates pending entries, never takes work from the worker, and can run beside it in production.
+With ``TELEMETRY_PSEUDONYMIZE`` set, events are shown as the worker stores them: pseudonymised.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from consumer.cli.operator_options import (
     load_config,
     redis_errors,
 )
+from consumer.privacy import Pseudonymizer, for_config
 from consumer.stream_admin import StreamAdmin, StreamEntry
 from producers.keys import stream_key
 from producers.wire import KIND_NAMES, WireError, decode_entry
@@ -65,8 +67,10 @@ def parse_tags(pairs: list[str]) -> dict[str, str]:
     return tags
 
 
-def decode_events(key: str, entry: StreamEntry, wanted: TailFilter) -> Iterator[dict[str, Any]]:
-    """The events of one stream entry as plain dicts (an undecodable entry yields one error dict)."""
+def decode_events(key: str, entry: StreamEntry, wanted: TailFilter,
+                  privacy: Pseudonymizer | None = None) -> Iterator[dict[str, Any]]:
+    """The events of one stream entry as plain dicts (an undecodable entry yields one error dict);
+    with ``privacy``, as pseudonymised (the filter's tag values are pseudonymised alike)."""
     try:
         batch = decode_entry(entry.fields)
     except WireError as exc:
@@ -74,9 +78,12 @@ def decode_events(key: str, entry: StreamEntry, wanted: TailFilter) -> Iterator[
         return
     for index, raw in enumerate(batch.events):
         if not isinstance(raw, list | tuple) or len(raw) != 5:
+            shown = "withheld: pseudonymisation is on" if privacy is not None else repr(raw)
             yield {"stream": key, "entry_id": entry.entry_id, "index": index, "error": "invalid_event",
-                   "detail": f"not a 5-element array: {raw!r}"[:200]}
+                   "detail": f"not a 5-element array: {shown}"[:200]}
             continue
+        if privacy is not None:
+            raw = privacy.wire_event(raw)
         kind, measurement, ts, tags, fields = raw
         if not wanted.matches(measurement, tags):
             continue
@@ -111,7 +118,11 @@ def tail_command(
     config = load_config(redis_url=redis_url, stream_prefix=stream_prefix, shards=shards, group=group)
     if shard is not None and not 0 <= shard < config.shards:
         fail(f"--shard {shard} is out of range (0..{config.shards - 1})", EXIT_USAGE)
-    wanted = TailFilter(measurement, parse_tags(tag or []) or None)
+    privacy = for_config(config)
+    wanted_tags = parse_tags(tag or []) or None
+    if privacy is not None and wanted_tags:  # `--tag user_id=u42` finds u42's events by pseudonym
+        wanted_tags = privacy.tags(wanted_tags)
+    wanted = TailFilter(measurement, wanted_tags)
     admin = StreamAdmin(connect_redis(config), prefix=config.stream_prefix, shards=config.shards,
                         group=config.group)
     keys = [stream_key(config.stream_prefix, shard)] if shard is not None else admin.shard_keys()
@@ -123,7 +134,7 @@ def tail_command(
         try:
             while limit is None or shown < limit:
                 for key, entry in admin.read_new(last_ids, block_ms=BLOCK_MS):
-                    for event in decode_events(key, entry, wanted):
+                    for event in decode_events(key, entry, wanted, privacy):
                         if as_json:
                             sys.stdout.write(json.dumps(event, default=repr) + "\n")
                             sys.stdout.flush()
