@@ -113,6 +113,20 @@ def influx_server(tmp_path: Path) -> Iterator[InfluxServer]:
 
 
 @pytest.fixture
+def auth_influx(tmp_path: Path) -> Iterator[InfluxServer]:
+    """A private influxd with authentication on: user ``admin``/``right``, database ``whisperengine``."""
+    running = _running(InfluxServer(tmp_path / "influx-auth", auth=True), "influxd", "influxdb")
+    server = next(running)
+    try:
+        # with no user yet, influxd accepts exactly this statement unauthenticated
+        server.execute("CREATE USER admin WITH PASSWORD 'right' WITH ALL PRIVILEGES")
+        server.execute('CREATE DATABASE "whisperengine"', auth=("admin", "right"))
+        yield server
+    finally:
+        running.close()
+
+
+@pytest.fixture
 def influx_v2(influx: tuple[InfluxServer, str]) -> Iterator[tuple[object, InfluxServer, str]]:
     """A v2 write API gateway (``tests.influx_gateway``) in front of the shared influxd, and a db.
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 from typer.testing import CliRunner
 
 from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
@@ -183,17 +180,6 @@ def test_doctor_dropped_database(redis_server: RedisServer, influx: tuple[Influx
     assert f'CREATE DATABASE \\"{db}\\"' in json.dumps(checks["influx_container"]["fix"])
     assert checks["points"]["status"] == "skip"
     server.create_database(db)  # the fixture drops it afterwards
-
-
-@pytest.fixture
-def auth_influx(tmp_path: Path) -> Iterator[InfluxServer]:
-    server = InfluxServer(tmp_path / "influx-auth", auth=True).start()
-    try:
-        server.execute("CREATE USER admin WITH PASSWORD 'right' WITH ALL PRIVILEGES")
-        server.execute('CREATE DATABASE "whisperengine"', auth=("admin", "right"))
-        yield server
-    finally:
-        server.kill()
 
 
 def test_doctor_wrong_credentials(redis_server: RedisServer, auth_influx: InfluxServer) -> None:

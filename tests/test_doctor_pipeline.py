@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 from typer.testing import CliRunner
 
 from consumer.config import WorkerConfig
@@ -79,6 +78,20 @@ def _first_failure(checks: dict[str, Any]) -> str | None:
     return next((name for name, check in checks.items() if check["status"] == "fail"), None)
 
 
+def _fails_first(check: str, *doctor_args: str, **doctor_options: Any) -> dict[str, Any]:
+    """Run the doctor, assert that ``check`` is its first ✗ (exit 1), and return every check."""
+    code, checks = _doctor(*doctor_args, **doctor_options)
+    assert (code, _first_failure(checks)) == (1, check), _statuses(checks)
+    return checks
+
+
+def _passes(*doctor_args: str, **doctor_options: Any) -> dict[str, Any]:
+    """Run the doctor, assert exit 0 (no ✗ at all), and return every check."""
+    code, checks = _doctor(*doctor_args, **doctor_options)
+    assert code == 0, _statuses(checks)
+    return checks
+
+
 def test_right_after_a_drain_of_a_non_catalogue_measurement_everything_passes(
         redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
     """The new user's first run: emit one event, drain it, ask the doctor."""
@@ -86,8 +99,7 @@ def test_right_after_a_drain_of_a_non_catalogue_measurement_everything_passes(
     _emit(redis_server.url, "clibar_m", {"x": 1}, tags={"user_id": "u1"})
     worker = _drain(redis_server.url, server.url, db)
     assert (worker.stats.totals["events_in"], worker.stats.totals["points_out"]) == (1, 1)
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert code == 0, _statuses(checks)
+    checks = _passes(redis_server.url, server.url, db)
     assert _first_failure(checks) is None
     # the entry was acknowledged and trimmed, but the stream did receive it
     assert checks["streams_receive"]["status"] == "ok"
@@ -119,26 +131,22 @@ def test_redis_down(redis_server: RedisServer, influx: tuple[InfluxServer, str])
     server, db = influx
     _healthy(redis_server, server.url, db)
     redis_server.kill()
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "redis")
+    checks = _fails_first("redis", redis_server.url, server.url, db)
     assert "start Redis" in checks["redis"]["fix"]
     redis_server.start()   # following the fix (append-only file: the data is back)
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, db)
 
 
 def test_wrong_prefix_names_the_prefix_in_use(
         redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
     server, db = influx
     _healthy(redis_server, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, db, prefix="telemetry")
-    assert (code, _first_failure(checks)) == (1, "streams_exist")
+    checks = _fails_first("streams_exist", redis_server.url, server.url, db, prefix="telemetry")
     fix = checks["streams_exist"]["fix"]
     assert _fix_setting(fix, "TELEMETRY_STREAM_PREFIX") == PREFIX
     assert "TELEMETRY_REDIS_URL" not in fix
     prefix = _fix_setting(fix, "TELEMETRY_STREAM_PREFIX")
-    code, checks = _doctor(redis_server.url, server.url, db, prefix=prefix)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, db, prefix=prefix)
 
 
 def test_wrong_database_names_the_database_in_use(
@@ -146,44 +154,37 @@ def test_wrong_database_names_the_database_in_use(
     server, db = influx
     _healthy(redis_server, server.url, db)
     wrong = redis_server.url.rsplit("/", 1)[0] + "/3"
-    code, checks = _doctor(wrong, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "streams_exist")
+    checks = _fails_first("streams_exist", wrong, server.url, db)
     fix = checks["streams_exist"]["fix"]
     assert _fix_setting(fix, "TELEMETRY_REDIS_URL") == redis_server.url
-    code, checks = _doctor(_fix_setting(fix, "TELEMETRY_REDIS_URL"), server.url, db)
-    assert code == 0, _statuses(checks)
+    _passes(_fix_setting(fix, "TELEMETRY_REDIS_URL"), server.url, db)
 
 
 def test_worker_never_started(redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
     server, db = influx
     _emit(redis_server.url, "clibar_m", {"x": 1})
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "group_exists")
+    checks = _fails_first("group_exists", redis_server.url, server.url, db)
     assert "no worker has ever read" in checks["group_exists"]["summary"]
     assert "telemetry consume" in checks["group_exists"]["fix"]
     _drain(redis_server.url, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, db)
 
 
 def test_consumer_group_gone_or_named_differently(
         redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
     server, db = influx
     _healthy(redis_server, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, db, "--group", "other")
-    assert (code, _first_failure(checks)) == (1, "group_exists")
+    checks = _fails_first("group_exists", redis_server.url, server.url, db, "--group", "other")
     assert _fix_setting(checks["group_exists"]["fix"], "TELEMETRY_GROUP") == "aggregator"
     client = redis_server.client()
     for shard in range(SHARDS):
         client.xgroup_destroy(stream_key(PREFIX, shard), "aggregator")
     _emit(redis_server.url, "clibar_m", {"x": 2})
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "group_exists")
+    checks = _fails_first("group_exists", redis_server.url, server.url, db)
     assert "telemetry consume" in checks["group_exists"]["fix"]
     worker = _drain(redis_server.url, server.url, db)   # recreates the group, resumes from its checkpoint
     assert worker.stats.totals["events_in"] == 1
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, db)
 
 
 def test_worker_stopped_while_events_arrive(
@@ -191,36 +192,21 @@ def test_worker_stopped_while_events_arrive(
     server, db = influx
     _healthy(redis_server, server.url, db)
     _emit(redis_server.url, "clibar_m", {"x": 2})
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "consumer_live")
+    checks = _fails_first("consumer_live", redis_server.url, server.url, db)
     assert "entries waiting: 1" in checks["consumer_live"]["summary"]
     assert "telemetry consume" in checks["consumer_live"]["fix"]
     _drain(redis_server.url, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, db)
 
 
 def test_influx_down(redis_server: RedisServer, influx_server: InfluxServer) -> None:
     influx_server.create_database("whisperengine")
     _healthy(redis_server, influx_server.url, "whisperengine")
     influx_server.kill()
-    code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine")
-    assert (code, _first_failure(checks)) == (1, "influx")
+    checks = _fails_first("influx", redis_server.url, influx_server.url, "whisperengine")
     assert "start InfluxDB" in checks["influx"]["fix"]
     influx_server.start()
-    code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine")
-    assert code == 0, _statuses(checks)
-
-
-@pytest.fixture
-def auth_influx(tmp_path: Path) -> Iterator[InfluxServer]:
-    server = InfluxServer(tmp_path / "influx-auth", auth=True).start()
-    try:
-        server.execute("CREATE USER admin WITH PASSWORD 'right' WITH ALL PRIVILEGES")
-        server.execute('CREATE DATABASE "whisperengine"', auth=("admin", "right"))
-        yield server
-    finally:
-        server.kill()
+    _passes(redis_server.url, influx_server.url, "whisperengine")
 
 
 def test_bad_credentials(redis_server: RedisServer, auth_influx: InfluxServer) -> None:
@@ -229,24 +215,20 @@ def test_bad_credentials(redis_server: RedisServer, auth_influx: InfluxServer) -
                             influx_user="admin", influx_password="right"))
     assert worker.run() == 0
     env = {"TELEMETRY_INFLUX_USER": "admin", "TELEMETRY_INFLUX_PASSWORD": "wrong"}
-    code, checks = _doctor(redis_server.url, auth_influx.url, "whisperengine", env=env)
-    assert (code, _first_failure(checks)) == (1, "influx_auth")
+    checks = _fails_first("influx_auth", redis_server.url, auth_influx.url, "whisperengine", env=env)
     assert "TELEMETRY_INFLUX_PASSWORD" in checks["influx_auth"]["fix"]
     env["TELEMETRY_INFLUX_PASSWORD"] = "right"
-    code, checks = _doctor(redis_server.url, auth_influx.url, "whisperengine", env=env)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, auth_influx.url, "whisperengine", env=env)
 
 
 def test_wrong_database_names_the_databases_there(
         redis_server: RedisServer, influx: tuple[InfluxServer, str]) -> None:
     server, db = influx
     _healthy(redis_server, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, "whisperengine")
-    assert (code, _first_failure(checks)) == (1, "influx_container")
+    checks = _fails_first("influx_container", redis_server.url, server.url, "whisperengine")
     fix = checks["influx_container"]["fix"]
     assert "CREATE DATABASE" in fix
-    code, checks = _doctor(redis_server.url, server.url, _fix_setting(fix, "TELEMETRY_INFLUX_DB"))
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, _fix_setting(fix, "TELEMETRY_INFLUX_DB"))
 
 
 def test_no_points_because_every_event_is_a_dead_letter(
@@ -256,16 +238,14 @@ def test_no_points_because_every_event_is_a_dead_letter(
         _emit(redis_server.url, "clibar_m", {"x": float("nan")})
     _emit(redis_server.url, "clibar_m", {"x": 1}, ts=time.time() + 3600)
     _drain(redis_server.url, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "points")
+    checks = _fails_first("points", redis_server.url, server.url, db)
     points = checks["points"]
     assert "3 dead letter(s), top reasons: invalid_value 2, from_future 1" in points["summary"]
     assert points["details"]["dead_letters"] == {"invalid_value": 2, "from_future": 1}
     assert "telemetry dlq list" in points["fix"]
     _emit(redis_server.url, "clibar_m", {"x": 1})     # the emitting code fixed
     _drain(redis_server.url, server.url, db)
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert code == 0, _statuses(checks)
+    _passes(redis_server.url, server.url, db)
 
 
 def test_points_only_outside_the_dashboards_time_range(
@@ -274,8 +254,7 @@ def test_points_only_outside_the_dashboards_time_range(
     _emit(redis_server.url, "clibar_m", {"x": 1}, ts=time.time() - 3 * 86_400)
     worker = _drain(redis_server.url, server.url, db)
     assert worker.stats.totals["points_out"] == 1
-    code, checks = _doctor(redis_server.url, server.url, db)
-    assert (code, _first_failure(checks)) == (1, "points")
+    checks = _fails_first("points", redis_server.url, server.url, db)
     assert "newest point 3d ago (clibar_m at" in checks["points"]["summary"]
     assert "outside the dashboards' time range (last 24h)" in checks["points"]["summary"]
     assert "time picker" in checks["points"]["fix"]
@@ -317,14 +296,12 @@ def test_worker_alive_but_stuck(redis_server: RedisServer, influx: tuple[InfluxS
         proc.send_signal(signal.SIGSTOP)      # alive, holding its leases, doing nothing
         _emit(redis_server.url, "clibar_m", {"x": 1})
         time.sleep(1.5)
-        code, checks = _doctor(redis_server.url, server.url, db, "--lag-limit", "1s")
-        assert (code, _first_failure(checks)) == (1, "lag")
+        checks = _fails_first("lag", redis_server.url, server.url, db, "--lag-limit", "1s")
         assert checks["consumer_live"]["status"] == "ok"
         assert "restart it" in checks["lag"]["fix"]
         proc.send_signal(signal.SIGCONT)
         _wait_for(lambda: server.query('SELECT count("event_count") FROM "clibar_m"', db=db))
-        code, checks = _doctor(redis_server.url, server.url, db, "--lag-limit", "1s")
-        assert code == 0, _statuses(checks)
+        _passes(redis_server.url, server.url, db, "--lag-limit", "1s")
 
 
 def test_a_worker_behind_because_influx_is_down_blames_influx(
@@ -336,8 +313,8 @@ def test_a_worker_behind_because_influx_is_down_blames_influx(
         influx_server.kill()
         _emit(redis_server.url, "clibar_m", {"x": 1})
         time.sleep(2.5)
-        code, checks = _doctor(redis_server.url, influx_server.url, "whisperengine", "--lag-limit", "1s")
-        assert (code, _first_failure(checks)) == (1, "influx")
+        checks = _fails_first("influx", redis_server.url, influx_server.url, "whisperengine",
+                              "--lag-limit", "1s")
         assert checks["lag"]["status"] == "warn"     # behind, but because of InfluxDB
         assert "InfluxDB reachable" in checks["lag"]["fix"]
 
@@ -377,18 +354,15 @@ def test_dashboards_datasource_uid_missing_in_grafana(
     with serving(_Grafana) as url:
         env = {"GRAFANA_URL": url, "GRAFANA_TOKEN": "tok"}
         _Grafana.sources = []
-        code, checks = _doctor(redis_server.url, server.url, db, env=env)
-        assert (code, _first_failure(checks)) == (1, "grafana_datasource")
+        checks = _fails_first("grafana_datasource", redis_server.url, server.url, db, env=env)
         provisioning = "grafana_dashboards/provisioning/datasources/influxdb.yaml"
         assert provisioning in checks["grafana_datasource"]["fix"]
         _Grafana.sources = [_source("P951FEA4DE68E13C5", "Flux")]   # created by hand, under its own uid
-        code, checks = _doctor(redis_server.url, server.url, db, env=env)
-        assert (code, _first_failure(checks)) == (1, "grafana_datasource")
+        checks = _fails_first("grafana_datasource", redis_server.url, server.url, db, env=env)
         assert ("telemetry dashboards build --datasource-uid P951FEA4DE68E13C5"
                 in checks["grafana_datasource"]["fix"])
         _Grafana.sources = [_source("influxdb-influxql", "InfluxQL")]
-        code, checks = _doctor(redis_server.url, server.url, db, env=env)
-        assert code == 0, _statuses(checks)
+        checks = _passes(redis_server.url, server.url, db, env=env)
         assert checks["grafana_datasource"]["details"]["uids"] == ["influxdb-influxql"]
 
 
