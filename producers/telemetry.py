@@ -48,7 +48,7 @@ from producers._buffer import EventBuffer
 from producers._sender import client_from_url
 from producers.config import ProducerConfig
 from producers.points import LineError, record_events, rejected_event
-from producers.wire import KIND_COUNT, KIND_EMIT, KIND_GAUGE, KIND_OBSERVE, KIND_POINT
+from producers.wire import KIND_COUNT, KIND_EMIT, KIND_GAUGE, KIND_OBSERVE
 from producers.write_api import WriteApi
 
 _time = time.time
@@ -289,15 +289,13 @@ class Telemetry:
             events, errors = record_events(record, write_precision, **dict_options)
         except Exception as exc:  # an unknown precision, a broken iterable: the whole record is one error
             events, errors = [], [LineError(1, "unparsable_line", str(exc), repr(record)[:1000])]
-        append = self._append
-        for _kind, measurement, ts, tags, fields in events:
-            append((KIND_POINT, measurement, ts, tags, None, fields, None))
-            if not self._tick() % self._check_every:
-                self._check()
-        for error in errors:
-            kind, measurement, ts, tags, fields = rejected_event(error, time.time_ns())
+        if errors:
+            now_ns = time.time_ns()
+            events.extend(rejected_event(error, now_ns) for error in errors)
+        append, tick, every = self._append, self._tick, self._check_every
+        for kind, measurement, ts, tags, fields in events:  # KIND_POINT, or KIND_REJECTED
             append((kind, measurement, ts, tags, None, fields, None))
-            if not self._tick() % self._check_every:
+            if not tick() % every:
                 self._check()
 
     def write_api(self, *args: Any, **kwargs: Any) -> WriteApi:
