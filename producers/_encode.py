@@ -21,7 +21,7 @@ import msgpack
 
 from producers.keys import shard_of_series
 from producers.pseudonyms import Pseudonymizer
-from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED
+from producers.wire import KIND_COUNT, KIND_EMIT, KIND_OBSERVE, KIND_POINT
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def unflatten(items: Sequence[Any]) -> list[BufferedEvent]:
                 tags = {**tags, **extra}
             except Exception:  # not mappings: to_wire meets the same problem and counts it
                 tags = (tags, extra)
-        if kind != KIND_EMIT and kind != KIND_POINT and kind != KIND_REJECTED:
+        if KIND_COUNT <= kind <= KIND_OBSERVE:  # one-field kinds; emits and points carry a mapping
             try:
                 fields = {fields: values[i]}
             except TypeError:  # an unhashable field name: likewise
