@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import http.client
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -35,6 +34,7 @@ from consumer.model import Point
 from producers import wire
 from tests import chaos_harness as ch
 from tests.chaos_scenario import Fault, caught_up, restart_redis
+from tests.listen_process import telemetry_script, wait_listening
 from tests.services import InfluxServer, RedisServer, free_port
 
 FAULTS: Final = ("worker_kill", "listener_restart", "redis_restart")
@@ -193,22 +193,11 @@ class ListenerChaosRunner:
 
     def listener(self) -> ch.WorkerProcess:
         """A real ``telemetry listen``, answering ``/ping`` before it is returned."""
-        script = str(Path(sys.executable).with_name("telemetry"))
-        process = ch.WorkerProcess(self.env, self.listener_log, ["listen"], command=[script]).start()
-        ch.wait_for(lambda: self._pings() or not process.alive(), "the listener to answer /ping", 60.0)
-        assert process.alive(), f"the listener exited; log:\n{process.log_tail()}"
+        process = ch.WorkerProcess(self.env, self.listener_log, ["listen"],
+                                   command=[telemetry_script()]).start()
+        assert wait_listening(self.port, process.alive), f"no listener; log:\n{process.log_tail()}"
         self.result.listener_pids.append(process.pid)
         return process
-
-    def _pings(self) -> bool:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            connection.request("GET", "/ping")
-            return connection.getresponse().status == 204
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
 
     # -- what the writers have seen ---------------------------------------------------------
     def acknowledged(self) -> int:

@@ -13,8 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -25,6 +23,7 @@ import pytest
 
 from consumer.cli.listen import LISTEN_VARIABLES, listener_config
 from consumer.listener import ListenerConfig
+from tests.listen_process import http_status, telemetry_script, wait_listening
 from tests.services import RedisServer, free_port
 from tests.test_deploy import (
     DEPLOY_DOC,
@@ -74,17 +73,6 @@ def configured(env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch) -> Liste
     return listener_config()
 
 
-def probe(url: str) -> int | None:
-    """The HTTP status of GET ``url``; ``None`` when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
 def write(url: str, token: str | None) -> int:
     headers = {"Authorization": f"Token {token}"} if token else {}
     request = urllib.request.Request(f"{url}/api/v2/write?org=o&bucket=b", data=b"deploy_check x=1i",
@@ -123,15 +111,12 @@ def served_as_deployed(argv: list[str], env: Mapping[str, str], redis_server: Re
     url = f"http://127.0.0.1:{port}"
     seen: dict[str, Any] = {}
     with running(argv, settings, tmp_path / "listener.log") as process:
-        deadline = time.monotonic() + 60
-        while probe(f"{url}/ping") is None and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert process.poll() is None, (tmp_path / "listener.log").read_text()
-        seen["up"] = {path: probe(url + path) for path in ("/ping", "/health", "/metrics")}
+        assert wait_listening(port, lambda: process.poll() is None), (tmp_path / "listener.log").read_text()
+        seen["up"] = {path: http_status(port, path) for path in ("/ping", "/health", "/metrics")}
         token = env.get("TELEMETRY_LISTEN_TOKEN")
         seen["write"] = {"token": write(url, token), "none": write(url, None)}
         redis_server.stop()
-        seen["redis_down"] = {path: probe(url + path) for path in ("/ping", "/health")}
+        seen["redis_down"] = {path: http_status(port, path) for path in ("/ping", "/health")}
         redis_server.start()
         process.send_signal(signal.SIGTERM)
         seen["sigterm_exit"] = process.wait(30)
@@ -146,10 +131,10 @@ def assert_serves_as_deployed(seen: Mapping[str, Any]) -> None:
     assert seen["sigterm_exit"] == 0
 
 
-def telemetry_script(executable: str) -> str:
+def resolved(executable: str) -> str:
     """A deploy file's ``.../bin/telemetry`` resolved to this environment's script."""
     assert Path(executable).name == "telemetry", executable
-    return str(Path(sys.executable).with_name("telemetry"))
+    return telemetry_script()
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -227,7 +212,7 @@ def test_k8s_listener_service_routes_to_listener_pods_only() -> None:
 
 def test_k8s_listener_command_answers_its_probes_for_real(redis_server: RedisServer, tmp_path: Path) -> None:
     container = listener_container()
-    argv = [telemetry_script("telemetry"), *container["args"]]
+    argv = [resolved("telemetry"), *container["args"]]
     assert_serves_as_deployed(served_as_deployed(argv, container_env(container), redis_server, tmp_path))
 
 
@@ -269,7 +254,7 @@ def test_systemd_listener_environment_is_known_loopback_and_the_workers_streams(
 def test_systemd_listener_command_answers_as_the_unit_runs_it(redis_server: RedisServer,
                                                                tmp_path: Path) -> None:
     executable, *args = unit(LISTENER_UNIT)["Service"]["ExecStart"].split()
-    argv = [telemetry_script(executable), *args]
+    argv = [resolved(executable), *args]
     env = read_env_file(LISTENER_UNIT_ENV)
     assert_serves_as_deployed(served_as_deployed(argv, env, redis_server, tmp_path))
 
