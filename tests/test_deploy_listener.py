@@ -34,7 +34,9 @@ from tests.test_deploy import (
     SECRET_WORDS,
     UNIT,
     UNIT_ENV,
+    compose,
     deployment_container,
+    environment,
     k8s_documents,
     known_variables,
     read_env_file,
@@ -43,6 +45,8 @@ from tests.test_deploy import (
 
 LISTENER = "telemetry-listener"
 STREAM_SETTINGS = ("TELEMETRY_REDIS_URL", "TELEMETRY_STREAM_PREFIX", "TELEMETRY_SHARDS")
+PRIVACY_SETTINGS = ("TELEMETRY_PSEUDONYMIZE", "TELEMETRY_PSEUDONYM_KEY")
+"""What the listener must share with the workers: the same streams, ids hashed the same way."""
 NOT_HARDENING = frozenset({"Type", "User", "Group", "EnvironmentFile", "ExecStart", "KillSignal",
                            "TimeoutStopSec", "Restart", "RestartSec", "RestartPreventExitStatus"})
 
@@ -164,14 +168,19 @@ def test_k8s_listener_binds_the_pod_ip_needs_a_token_and_probes_its_own_port(
     assert int(annotations["prometheus.io/port"]) == config.port
 
 
-def test_k8s_listener_writes_the_workers_streams_and_sees_no_worker_secret() -> None:
+def test_k8s_listener_writes_the_workers_streams_and_sees_only_the_pseudonym_key_of_theirs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     listener = container_env(listener_container())
     worker = container_env(deployment_container("telemetry-worker"))
-    for name in STREAM_SETTINGS:
+    for name in (*STREAM_SETTINGS, *PRIVACY_SETTINGS):
         assert listener[name] == worker[name], name
     secrets = {v["name"]: v["valueFrom"]["secretKeyRef"]["name"] for v in listener_container()["env"]
                if "valueFrom" in v}
-    assert secrets == {"TELEMETRY_LISTEN_TOKEN": "telemetry-listener-secrets"}
+    assert secrets == {"TELEMETRY_LISTEN_TOKEN": "telemetry-listener-secrets",
+                       "TELEMETRY_PSEUDONYM_KEY": "telemetry-worker-secrets"}
+    # turning pseudonymisation on in the ConfigMap starts a pseudonymising listener, not a crash loop
+    on = configured({**listener, "TELEMETRY_PSEUDONYMIZE": "user_id"}, monkeypatch)
+    assert on.pseudonymizer() is not None
     objects = k8s_documents()
     listener_secret = objects[("Secret", "telemetry-listener-secrets")]["stringData"]
     assert all(PLACEHOLDER.match(value) for value in listener_secret.values()), "Secret holds a real value"
@@ -216,6 +225,14 @@ def test_k8s_listener_command_answers_its_probes_for_real(redis_server: RedisSer
     assert_serves_as_deployed(served_as_deployed(argv, container_env(container), redis_server, tmp_path))
 
 
+def test_compose_listener_hashes_ids_as_the_worker_does() -> None:
+    services = compose()["services"]
+    listener, worker = environment(services["listener"]), environment(services["worker"])
+    for name in PRIVACY_SETTINGS:
+        assert listener[name] == worker[name], name
+    assert not set(listener) - known_variables(), sorted(set(listener) - known_variables())
+
+
 # --------------------------------------------------------------------------- systemd
 
 
@@ -246,6 +263,9 @@ def test_systemd_listener_environment_is_known_loopback_and_the_workers_streams(
     worker = read_env_file(UNIT_ENV)
     for name in STREAM_SETTINGS:
         assert active[name] == worker[name], name
+    both = read_env_file(UNIT_ENV, commented=True)
+    for name in PRIVACY_SETTINGS:
+        assert values[name] == both[name], name
     config = configured(active, monkeypatch)
     assert config.host == "127.0.0.1"   # a VM's interfaces may be public: loopback unless told
     assert config.token is not None
