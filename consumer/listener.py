@@ -40,7 +40,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -52,6 +52,7 @@ from redis.exceptions import RedisError
 from producers._encode import BatchEncoder
 from producers.keys import stream_key
 from producers.points import LineError, parse_lines, precision_factor, rejected_event
+from producers.pseudonyms import Pseudonymizer
 from producers.wire import encode_entry
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ class ListenerConfig:
     port: int = DEFAULT_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     token: str | None = None
+    pseudonymize: tuple[str, ...] = ()
+    """Tag keys whose values are pseudonymised before they reach Redis (``TELEMETRY_PSEUDONYMIZE``):
+    the listener is a producer, so raw ids stop here, as they do in a pseudonymising bot process."""
+    pseudonym_key: str | None = field(default=None, repr=False)
+
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The producer's pseudonymizer for these settings, ``None`` when off."""
+        if not self.pseudonymize:
+            return None
+        return Pseudonymizer(self.pseudonymize, (self.pseudonym_key or "").encode())
 
 
 class _Metrics:
@@ -100,7 +111,8 @@ class Listener:
         self.config = config
         self._client = client if client is not None else aioredis.from_url(
             config.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
-        self._encoder = BatchEncoder(config.shards)
+        self._privacy = config.pseudonymizer()
+        self._encoder = BatchEncoder(config.shards, self._privacy)
         self._producer_id = os.urandom(8).hex()
         self._sequences = [0] * max(1, config.shards)
         self._lock = asyncio.Lock()
@@ -169,7 +181,7 @@ class Listener:
         self.metrics.lines.labels("accepted").inc(len(events))
         if errors:
             self.metrics.lines.labels("unparsable").inc(len(errors))
-            return _error(400, "invalid", _partial_message(errors, len(events)))
+            return _error(400, "invalid", _partial_message(errors, len(events), self._privacy))
         return web.Response(status=204, headers=VERSION_HEADER)
 
     async def _store(self, digest: bytes, events: list[Any]) -> None:
@@ -245,11 +257,16 @@ class Listener:
         return response
 
 
-def _partial_message(errors: list[LineError], accepted: int) -> str:
+def _partial_message(errors: list[LineError], accepted: int, privacy: Pseudonymizer | None) -> str:
+    """The 400's message: which lines, and what is wrong with the first (withheld like its dead
+    letter when it may quote a pseudonymised tag's raw value: clients log these answers)."""
     named = ", ".join(str(error.lineno) for error in errors[:MAX_NAMED_LINES])
     more = f" and {len(errors) - MAX_NAMED_LINES} more" if len(errors) > MAX_NAMED_LINES else ""
     first = errors[0]
-    return (f"partial write: unable to parse line(s) {named}{more} (line {first.lineno}: {first.detail}); "
+    detail = f"line {first.lineno}: {first.detail}"
+    if privacy is not None:
+        detail = str(privacy.wire_event(rejected_event(first, 0))[3]["detail"])
+    return (f"partial write: unable to parse line(s) {named}{more} ({detail}); "
             f"{accepted} valid line(s) accepted, the others kept as dead letters (telemetry dlq list)")
 
 

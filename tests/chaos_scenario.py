@@ -114,6 +114,26 @@ def entries_added(client: redis.Redis, shards: int = ch.SHARDS, prefix: str = ch
     return total
 
 
+def restart_redis(server: RedisServer, down_s: float = 1.0, *, writers_running: bool = False
+                  ) -> tuple[int | None, int]:
+    """SIGKILL redis-server, keep it down ``down_s``, restart it from its append-only file; proves
+    the kill, and that the entries added before it came back: all of them, or at least those
+    counted before the kill when ``writers_running`` (they may add more up to the kill).
+
+    Returns the killed server's exit status and the number of entries reloaded.
+    """
+    entries = entries_added(server.client())
+    server.kill()
+    returncode = server.proc.returncode if server.proc else None
+    assert returncode == -9 and not server.ping(), "redis-server died of SIGKILL"
+    time.sleep(down_s)
+    server.start()
+    reloaded = entries_added(server.client())
+    complete = reloaded >= entries if writers_running else reloaded == entries
+    assert complete, f"the append-only file brought back {reloaded} of {entries} entries"
+    return returncode, reloaded
+
+
 class ChaosRunner:
     """Runs :data:`DEFAULT_PLAN` (or any plan) against the given servers."""
 
@@ -194,14 +214,7 @@ class ChaosRunner:
         return inject(worker)
 
     def _redis_restart(self, worker: ch.WorkerProcess) -> Fault:
-        entries = entries_added(self.redis_server.client())
-        self.redis_server.kill()
-        returncode = self.redis_server.proc.returncode if self.redis_server.proc else None
-        assert returncode == -9 and not self.redis_server.ping(), "redis-server died of SIGKILL"
-        time.sleep(1.0)
-        self.redis_server.start()
-        reloaded = entries_added(self.redis_server.client())
-        assert reloaded == entries, f"the append-only file brought back {reloaded} of {entries} entries"
+        returncode, reloaded = restart_redis(self.redis_server)
         self.send_next()
         return Fault("redis_restart", None, f"redis-server died of SIGKILL (rc {returncode}) under "
                      f"worker {worker.pid}; restarted from its AOF with {reloaded} entries",

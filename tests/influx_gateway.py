@@ -1,4 +1,5 @@
-"""A test-only InfluxDB v2 front for the private influxd 1.6: ``/api/v2/write``, ``/ping``, ``/health``.
+"""A test-only InfluxDB v2 front for the private influxd 1.6: ``/api/v2/write``, ``/ping``, ``/health``,
+and, for ``telemetry doctor``'s v2 checks, ``GET /api/v2/buckets`` and ``POST /api/v2/query``.
 
 InfluxDB 1.6 has no v2 write endpoint, so the v2 sink (influxdb-client) is tested through this
 small threaded HTTP server: it checks the ``Authorization: Token ...`` header when told to,
@@ -7,6 +8,11 @@ and error messages back in the v2 error shape (``{"code": ..., "message": ...}``
 to answer the next requests with 429/503 (with Retry-After), 401, or anything else, and it
 records every request. ``POST /write`` (v1) is passed through as well, so that scripted failures
 apply to the v1 sink too.
+
+The buckets API lists influxd's databases as buckets; the query API answers the few Flux query
+shapes the doctor sends, translated to InfluxQL by ``tests/flux_translate.py``, in InfluxDB 2's
+annotated CSV (any other Flux is a 400, so a new query shape cannot pass unchecked). Both check
+the token like writes do; an unknown bucket is InfluxDB 2's 404.
 
 Usage::
 
@@ -23,9 +29,12 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
+
+from tests.flux_translate import UnsupportedFlux, annotated_csv, translate
 
 _V2_CODES = {400: "invalid", 401: "unauthorized", 403: "forbidden", 404: "not found",
              413: "request too large", 422: "unprocessable entity", 429: "too many requests",
@@ -156,6 +165,64 @@ class InfluxV2Gateway:
             return _v2_error(503, f"influxd unreachable: {exc}")
 
 
+    # -- the read side: buckets and the doctor's Flux --------------------------------------
+
+    def _refused(self, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes] | None:
+        """InfluxDB 2's 401 when a token is required and the request has another or none."""
+        if self.token is not None and headers.get("authorization") != f"Token {self.token}":
+            return _v2_error(401, "unauthorized access")
+        return None
+
+    def _influxql(self, statement: str, db: str | None = None) -> list[dict[str, Any]]:
+        """influxd's series for one InfluxQL statement (times in ns); its error as RuntimeError."""
+        params = {"q": statement, "epoch": "ns", **({"db": db} if db else {})}
+        with urllib.request.urlopen(f"{self.influx_url}/query?{urllib.parse.urlencode(params)}",
+                                    timeout=30) as response:
+            result = json.loads(response.read())["results"][0]
+        if "error" in result:
+            raise RuntimeError(result["error"])
+        return list(result.get("series", []))
+
+    def _databases(self) -> list[str]:
+        return sorted(str(row[0]) for series in self._influxql("SHOW DATABASES")
+                      for row in series.get("values", []))
+
+    def handle_buckets(self, params: dict[str, str],
+                       headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """``GET /api/v2/buckets?name=&limit=``: influxd's databases as InfluxDB 2 buckets."""
+        refused = self._refused(headers)
+        if refused is not None:
+            return refused
+        names = self._databases()
+        if params.get("name"):
+            names = [name for name in names if name == params["name"]]
+        names = names[: int(params.get("limit") or 20)]
+        buckets = [{"id": f"{n:016x}", "orgID": "0000000000000001", "type": "user", "name": name,
+                    "retentionRules": [{"type": "expire", "everySeconds": 0}], "labels": [],
+                    "links": {"self": f"/api/v2/buckets/{n:016x}"}} for n, name in enumerate(names, 1)]
+        body = json.dumps({"links": {"self": "/api/v2/buckets"}, "buckets": buckets}).encode()
+        return 200, {"Content-Type": "application/json; charset=utf-8"}, body
+
+    def handle_query(self, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """``POST /api/v2/query``: one of the doctor's Flux queries, answered as InfluxDB 2 does."""
+        refused = self._refused(headers)
+        if refused is not None:
+            return refused
+        try:
+            query = translate(str(json.loads(body)["query"]))
+        except (ValueError, KeyError, TypeError) as exc:  # UnsupportedFlux is a ValueError
+            kind = "this gateway does not translate" if isinstance(exc, UnsupportedFlux) else "bad request"
+            return _v2_error(400, f"{kind}: {exc}")
+        if query.bucket not in self._databases():
+            return _v2_error(404, f'failed to initialize execute state: could not find bucket '
+                                  f'"{query.bucket}"')
+        try:
+            series = self._influxql(query.influxql, query.bucket)
+        except RuntimeError as exc:
+            return _v2_error(500, str(exc))
+        return 200, {"Content-Type": "text/csv; charset=utf-8"}, annotated_csv(query, series)
+
+
 def _retry_after(headers: Any) -> dict[str, str]:
     value = headers.get("Retry-After") if headers is not None else None
     return {"Retry-After": value} if value else {}
@@ -174,7 +241,30 @@ def _v2_error(status: int, message: str,
     return status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body
 
 
+Answer = tuple[int, dict[str, str], bytes]
+Route = Callable[[str, dict[str, str], bytes], Answer]
+_HEALTH: Final[Answer] = (200, {"Content-Type": "application/json"},
+                          json.dumps({"name": "influxdb", "status": "pass", "message": "ready"}).encode())
+
+
+def _routes(gateway: InfluxV2Gateway) -> dict[tuple[str, str], Route]:
+    """(method, path) -> answer from (query string, lower-cased headers, body)."""
+    def params(query: str) -> dict[str, str]:
+        return dict(urllib.parse.parse_qsl(query))
+
+    return {
+        ("GET", "/ping"): lambda q, h, b: (204, {"X-Influxdb-Version": "gateway"}, b""),
+        ("GET", "/health"): lambda q, h, b: _HEALTH,
+        ("GET", "/api/v2/buckets"): lambda q, h, b: gateway.handle_buckets(params(q), h),
+        ("POST", "/write"): gateway.handle_v1_write,
+        ("POST", "/api/v2/write"): lambda q, h, b: gateway.handle_write(params(q), h, b),
+        ("POST", "/api/v2/query"): lambda q, h, b: gateway.handle_query(h, b),
+    }
+
+
 def _handler_for(gateway: InfluxV2Gateway) -> type[BaseHTTPRequestHandler]:
+    routes = _routes(gateway)
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -198,27 +288,19 @@ def _handler_for(gateway: InfluxV2Gateway) -> type[BaseHTTPRequestHandler]:
             if body:
                 self.wfile.write(body)
 
+        def _dispatch(self, request_body: bytes) -> None:
+            parsed = urllib.parse.urlsplit(self.path)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            route = routes.get((self.command, parsed.path))
+            answer = (route(parsed.query, headers, request_body) if route is not None
+                      else _v2_error(404, f"path {parsed.path} not found"))
+            self._reply(*answer, request_body)
+
         def do_GET(self) -> None:
-            path = urllib.parse.urlsplit(self.path).path
-            if path == "/ping":
-                self._reply(204, {"X-Influxdb-Version": "gateway"}, b"", b"")
-            elif path == "/health":
-                body = json.dumps({"name": "influxdb", "status": "pass", "message": "ready"}).encode()
-                self._reply(200, {"Content-Type": "application/json"}, body, b"")
-            else:
-                self._reply(*_v2_error(404, f"path {path} not found"), b"")
+            self._dispatch(b"")
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            parsed = urllib.parse.urlsplit(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            if parsed.path == "/write":
-                self._reply(*gateway.handle_v1_write(parsed.query, headers, body), body)
-            elif parsed.path == "/api/v2/write":
-                params = dict(urllib.parse.parse_qsl(parsed.query))
-                self._reply(*gateway.handle_write(params, headers, body), body)
-            else:
-                self._reply(*_v2_error(404, f"path {parsed.path} not found"), body)
+            self._dispatch(self.rfile.read(length) if length else b"")
 
     return Handler

@@ -39,6 +39,9 @@ PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
 K8S = DEPLOY / "k8s"
 UNIT = DEPLOY / "systemd" / "telemetry-worker.service"
 UNIT_ENV = DEPLOY / "systemd" / "telemetry-worker.env.example"
+LISTENER_UNIT = DEPLOY / "systemd" / "telemetry-listener.service"
+LISTENER_UNIT_ENV = DEPLOY / "systemd" / "telemetry-listener.env.example"
+UNITS = (UNIT, LISTENER_UNIT)
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
@@ -155,11 +158,16 @@ def k8s_documents() -> dict[tuple[str, str], dict[str, Any]]:
     return objects
 
 
-def worker_container() -> dict[str, Any]:
-    deployment = k8s_documents()[("Deployment", "telemetry-worker")]
+def deployment_container(name: str) -> dict[str, Any]:
+    """The one container of Deployment ``name`` in deploy/k8s."""
+    deployment = k8s_documents()[("Deployment", name)]
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]  # type: ignore[no-any-return]
+
+
+def worker_container() -> dict[str, Any]:
+    return deployment_container("telemetry-worker")
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -556,7 +564,7 @@ def test_k8s_kustomize_renders_into_the_namespace() -> None:
     result = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     rendered = list(yaml.safe_load_all(result.stdout))
-    assert len(rendered) == 6
+    assert len(rendered) == len(k8s_documents())
     for document in rendered:
         if document["kind"] != "Namespace":
             assert document["metadata"]["namespace"] == "whisperengine", document["kind"]
@@ -565,10 +573,11 @@ def test_k8s_kustomize_renders_into_the_namespace() -> None:
 # --------------------------------------------------------------------------- systemd
 
 
-def unit() -> configparser.ConfigParser:
+def unit(path: Path = UNIT) -> configparser.ConfigParser:
+    """A systemd unit file's sections and keys (a repeated key keeps its last value)."""
     parser = configparser.ConfigParser(strict=False, interpolation=None, empty_lines_in_values=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys are case-sensitive
-    parser.read_string(UNIT.read_text())
+    parser.read_string(path.read_text())
     return parser
 
 
@@ -603,12 +612,13 @@ def test_systemd_environment_example_holds_known_variables_the_worker_accepts() 
     assert_worker_config_accepts(active)
 
 
-def test_systemd_analyze_verify_finds_nothing_but_the_missing_install() -> None:
+@pytest.mark.parametrize("path", UNITS, ids=lambda path: path.name)
+def test_systemd_analyze_verify_finds_nothing_but_the_missing_install(path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed here")
-    result = subprocess.run([analyze, "verify", str(UNIT)], capture_output=True, text=True, timeout=60)
-    exec_path = unit()["Service"]["ExecStart"].split()[0]
+    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    exec_path = unit(path)["Service"]["ExecStart"].split()[0]
     complaints = [line for line in (result.stdout + result.stderr).splitlines()
                   if line.strip() and exec_path not in line]
     assert complaints == []

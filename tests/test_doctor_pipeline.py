@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,11 +33,14 @@ SHARDS = 2
 
 
 def _doctor(redis_url: str, influx_url: str, db: str, *args: str, env: dict[str, str] | None = None,
-            prefix: str = PREFIX) -> tuple[int, dict[str, Any]]:
+            prefix: str = PREFIX, influx_flags: Sequence[str] | None = None) -> tuple[int, dict[str, Any]]:
+    """``telemetry doctor --json``: exit code and checks by name; v1 flags for ``db`` unless
+    ``influx_flags`` says otherwise."""
+    flags = ["--influx-api", "v1", "--influx-db", db] if influx_flags is None else list(influx_flags)
     result = CliRunner().invoke(
         make_app("consumer.cli.doctor"),
         ["doctor", "--json", *stream_flags(redis_url, prefix, SHARDS), "--influx-url", influx_url,
-         "--influx-api", "v1", "--influx-db", db, *args],
+         *flags, *args],
         env={"GRAFANA_URL": "", "TELEMETRY_INFLUX_USER": "", "TELEMETRY_INFLUX_PASSWORD": "", **(env or {})},
     )
     assert result.exit_code in (0, 1), result.output

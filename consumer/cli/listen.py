@@ -9,7 +9,9 @@ Usage::
 Point clients' InfluxDB URL here instead of influxd's (Telegraf's ``[[outputs.influxdb]]`` or
 ``[[outputs.influxdb_v2]]``, influxdb-client, curl). Each setting also reads a variable:
 TELEMETRY_LISTEN_HOST, TELEMETRY_LISTEN_PORT, TELEMETRY_LISTEN_MAX_BODY (bytes),
-TELEMETRY_LISTEN_TOKEN; Redis, prefix and shards come from the producer's variables.
+TELEMETRY_LISTEN_TOKEN; Redis, prefix and shards come from the producer's variables, and so does
+pseudonymisation (TELEMETRY_PSEUDONYMIZE, TELEMETRY_PSEUDONYM_KEY): set, raw values of those tags
+never reach Redis.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def listener_config(host: str | None = None, port: str | None = None, max_body: 
         port=chosen_port,
         max_body_bytes=parse_int(body_name, body_text, minimum=1) if body_text else DEFAULT_MAX_BODY_BYTES,
         token=token or env_value(None, "TELEMETRY_LISTEN_TOKEN"),
+        pseudonymize=tuple(producer.pseudonymize), pseudonym_key=producer.pseudonym_key,
     )
 
 
