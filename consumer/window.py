@@ -76,6 +76,7 @@ from consumer.model import (
     Point,
     Position,
 )
+from consumer.point_events import as_emit, input_rejection
 from consumer.validate import (
     EVENT_COUNT_FIELD,
     MAX_TS_S,
@@ -96,7 +97,7 @@ from consumer.window_state import (
     update_fields,
 )
 from producers.durations import ConfigError
-from producers.wire import KIND_EMIT, KINDS
+from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED, KINDS
 
 __all__ = ["DEFAULT_OVERFLOW_TAGS", "MAX_FIELDS_PER_MEASUREMENT", "OVERFLOW_VALUE", "SNAPSHOT_VERSION",
            "Flush", "Rejection", "ShardWindows"]
@@ -227,6 +228,9 @@ class ShardWindows:
         (no ``Event``, no ``Position``, no sorted key). Everything else goes one by one, which
         decides. Pass the same ``privacy`` on every call (its series are looked up by raw tags).
         ``raws`` may be a slice of the entry's events that starts at index ``first_index``.
+        A point (kind 4) is the emit it stands for, at its int ns time in seconds, on the same fast
+        path; a rejected input (kind 5) is rejected with its producer's reason and detail
+        (:mod:`consumer.point_events`): here, where each event's kind is read anyway.
         """
         rejected: list[tuple[int, str, str]] = []
         measurements, windows, window_s = self._measurements, self._windows, self._window_s
@@ -237,6 +241,8 @@ class ShardWindows:
             if raw.__class__ is list and len(raw) == 5:
                 kind, name, ts, tags, fields = raw
                 cls = ts.__class__
+                if cls is int and kind == KIND_POINT:  # a point's int ns: an emit in float seconds
+                    kind, ts, cls = KIND_EMIT, ts / 1e9, float
                 measurement = measurements.get(name) if name.__class__ is str else None
                 if (measurement is not None and (cls is float or cls is int) and MIN_TS_S <= ts <= ts_limit
                         and kind.__class__ is int and 0 <= kind < KIND_LIMIT and tags.__class__ is dict
@@ -285,7 +291,17 @@ class ShardWindows:
 
     def _record_one(self, raw: Any, entry_ms: int, entry_seq: int, index: int, now_s: float,
                     privacy: Callable[[Any], Any] | None) -> Rejection | None:
-        """:meth:`record_batch`'s slow path: pseudonymise, validate and record one event."""
+        """:meth:`record_batch`'s slow path: pseudonymise, validate and record one event.
+
+        A point (kind 4) is an emit at its time in seconds; a rejected input (kind 5) is rejected
+        with the reason and detail the producer found (after pseudonymisation, which withholds a
+        detail that may name a raw value).
+        """
+        if raw.__class__ is list and raw:
+            if raw[0] == KIND_REJECTED:
+                return input_rejection(privacy(raw) if privacy else raw)
+            if raw[0] == KIND_POINT and len(raw) == 5:
+                raw = as_emit(raw)
         # pseudonymised before validation, as a pseudonymising producer would have sent it
         result = validate(privacy(raw) if privacy else raw, Position(entry_ms, entry_seq, index))
         if isinstance(result, tuple):

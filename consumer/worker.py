@@ -53,7 +53,6 @@ from consumer.log_once import LogOnce
 from consumer.metrics import Metrics
 from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
-from consumer.point_events import as_emits, has_points, runs
 from consumer.privacy import Pseudonymizer
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
@@ -293,15 +292,10 @@ class Worker:
         privacy = self.privacy.wire_event if self.privacy else None
         record_batch, keep_if_due = state.windows.record_batch, self.ownership.keep_if_due
         rejected: list[tuple[int, str, str]] = []
-        segments: list[tuple[int, Sequence[Any]]] = [(0, events)]
-        if has_points(events):
-            converted, rejected = as_emits(events)
-            segments = list(runs(converted))
-        for first, segment in segments:
-            for start in range(0, len(segment), RENEW_EVERY_EVENTS):
-                keep_if_due()
-                chunk = segment[start:start + RENEW_EVERY_EVENTS]
-                rejected += record_batch(chunk, key[0], key[1], now, privacy, first + start)
+        for start in range(0, len(events), RENEW_EVERY_EVENTS):
+            keep_if_due()
+            chunk = events[start:start + RENEW_EVERY_EVENTS]
+            rejected += record_batch(chunk, key[0], key[1], now, privacy, start)
         for index, reason, detail in rejected:  # the letter keeps the event as pseudonymised
             payload = packed_payload(privacy(events[index]) if privacy else events[index])
             self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, payload))
