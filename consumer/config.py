@@ -80,7 +80,8 @@ class WorkerConfig:
     its shards; ``max_open_series`` is the memory budget (open series-windows per shard) past which
     reading pauses until the sink catches up; ``checkpoint_interval_s`` bounds work redone after a
     crash; ``dlq_retention_s`` is how long a dead letter is kept; ``metrics_host`` is the address
-    ``/metrics`` listens on.
+    ``/metrics`` listens on; ``raw_measurements`` are the names or globs of measurements not in the
+    catalogue that are written raw (one point per input point, docs/semantics.md).
     """
 
     redis_url: str = DEFAULT_REDIS_URL

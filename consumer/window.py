@@ -24,6 +24,11 @@ Flush and commit (what is acknowledged when)
     stored the points, calls :meth:`ShardWindows.commit`; a series recorded into again in
     between stays dirty. If the write fails, the next collect returns the points again.
 
+Raw mode
+    A measurement in raw mode (:mod:`consumer.raw_points`) is not windowed: each validated event
+    is held as a point of its own (exact time) and every collect returns the pending ones with
+    the windows' points; commit drops them. They are part of the snapshot and of ``dirty_count``.
+
 Fields (see ``docs/semantics.md``)
     ``event_count`` always; then per field by semantics (:mod:`consumer.validate`): mean ->
     ``F`` (mean), ``F_min``, ``F_max``, ``F_sum``; true_count -> ``F`` = number of True; last ->

@@ -7,6 +7,7 @@ Per owned shard, strictly in stream-id order::
       -> dedupe (producer id, batch sequence)
       -> ShardWindows.record_batch: pseudonymise, validate, record (rejection: dead letter, as
          pseudonymised)
+         (a raw-mode measurement's points are held there as they are, to be written one-for-one)
       -> collect_due -> sink.write (retry with backoff; renews leases, stays responsive to stop)
       -> ShardWindows.commit -> dead letters appended (idempotent) -> checkpoint (fenced Lua:
          state + XACK) -> XTRIM MINID below what the group still needs
