@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from consumer.catalogue import Mode, has_raw_entries, mode_of
+from consumer.catalogue import CATALOGUE, Mode, has_raw_entries, mode_of
 from consumer.model import REASON_TOO_MANY_FIELDS, REASON_TYPE_CONFLICT, Event, FieldValue, Point
 from producers.wire import KIND_GAUGE, KIND_OBSERVE
 
@@ -119,4 +119,9 @@ class RawPoints:
         self._base = 0
 
 
-__all__ = ["MAX_RAW_FIELDS", "RawPoints"]
+def catalogued_names(patterns: tuple[str, ...]) -> list[str]:
+    """The patterns that name a catalogued measurement: its entry's mode wins, so they do nothing."""
+    return [pattern for pattern in patterns if pattern in CATALOGUE]
+
+
+__all__ = ["MAX_RAW_FIELDS", "RawPoints", "catalogued_names"]

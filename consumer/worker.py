@@ -45,6 +45,7 @@ from typing import Any, Final
 
 import redis
 
+from consumer.catalogue import mode_of
 from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig, redact_url
 from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload, withheld_entry
@@ -55,6 +56,7 @@ from consumer.metrics import Metrics
 from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
 from consumer.privacy import Pseudonymizer
+from consumer.raw_points import catalogued_names
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
 from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
@@ -128,6 +130,9 @@ class Worker:
         logger.info("worker %s starting: redis %s, streams %s:{0..%d}, group %s, sink %s%s", self.worker_id,
                     redact_url(config.redis_url), config.stream_prefix, config.shards - 1, config.group,
                     redact_url(config.influx_url), " (drain)" if config.drain else "")
+        for name in catalogued_names(config.raw_measurements):
+            logger.warning("TELEMETRY_RAW_MEASUREMENTS names %r, which is in the catalogue: its entry "
+                           "decides its mode (%s); change the entry's mode instead", name, mode_of(name))
         redis_backoff = Backoff(base_s=0.2, cap_s=5.0)
         try:
             while not self.stopping:

@@ -64,3 +64,15 @@ def test_a_point_of_a_known_series_takes_the_fast_path() -> None:
     assert calls == [1]  # only the bad point left the fast path
     (point,) = windows.collect_all().points
     assert point.fields["event_count"] == 3 and point.fields["usage_sum"] == 6.0
+
+
+def test_a_rejected_input_that_names_a_pseudonymised_tag_keeps_no_raw_value() -> None:
+    from consumer.privacy import Pseudonymizer
+
+    privacy = Pseudonymizer(("user_id",), b"key").wire_event
+    windows = ShardWindows(**CONFIG)
+    tags = {"reason": "unparsable_line", "detail": "line 3: bad tag 'user_id=alice'"}
+    bad = [KIND_REJECTED, "", BASE_NS, tags, {"line": "cpu,user_id=alice"}]
+    ((index, reason, detail),) = windows.record_batch([bad], 1, 0, NOW_S, privacy)
+    assert (index, reason) == (0, "unparsable_line")
+    assert detail.startswith("line 3: ") and "alice" not in detail

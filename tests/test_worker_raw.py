@@ -183,3 +183,13 @@ def test_a_checkpoint_taken_while_the_sink_is_down_holds_the_pending_raw_points(
     sink = MemorySink()
     Worker(_config(shards=1, consumer="successor"), client=client, sink=sink).run()
     assert _raw(sink) == _expected(t0, 8)
+
+
+def test_a_pattern_naming_a_catalogued_measurement_is_reported_at_start(
+        client: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture) -> None:
+    worker = Worker(_config(shards=1, raw_measurements=("attachment_monitoring", "audit_*")), client=client,
+                    sink=MemorySink())
+    with caplog.at_level("WARNING", logger="consumer.worker"):
+        assert worker.run() == 0
+    warned = [r.getMessage() for r in caplog.records if "TELEMETRY_RAW_MEASUREMENTS" in r.getMessage()]
+    assert len(warned) == 1 and "'attachment_monitoring'" in warned[0] and "aggregate" in warned[0]
