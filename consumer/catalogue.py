@@ -13,12 +13,19 @@ calls always use their own semantics):
     LAST      F = value with the greatest event time (gauges, strings)
     SUM       ints: F = integer sum (counters)
     SUMMARY   F_count, F_sum, F_min, F_max, F_mean, F_p50, F_p90, F_p99
+
+Mode of a measurement: ``aggregate`` (the default: one point per series per window, fields as
+above) or ``raw`` (event-like data whose every point matters: each input point is written as
+itself, same tags, fields and timestamp). A measurement that is not catalogued is raw when it
+matches ``TELEMETRY_RAW_MEASUREMENTS`` (names or globs); a catalogued one takes its entry's mode.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Final
 
 
@@ -30,6 +37,13 @@ class Semantics(StrEnum):
     LAST = "last"
     SUM = "sum"
     SUMMARY = "summary"
+
+
+class Mode(StrEnum):
+    """What the worker writes for a measurement's input points."""
+
+    AGGREGATE = "aggregate"
+    RAW = "raw"
 
 
 MEAN_SUFFIXES: Final = ("", "_min", "_max", "_sum")
@@ -69,6 +83,7 @@ class MeasurementSpec:
     tags: tuple[str, ...]
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     optional_tags: tuple[str, ...] = ()
+    mode: Mode = Mode.AGGREGATE
 
     def semantics_of(self, field_name: str) -> Semantics | None:
         """Declared semantics of ``field_name``, or ``None`` (use the default)."""
@@ -207,3 +222,20 @@ LEARNING_COMPONENT_MEASUREMENTS: Final = (
 def lookup(measurement: str) -> MeasurementSpec | None:
     """The catalogue entry for ``measurement``, or ``None`` for an uncatalogued one."""
     return CATALOGUE.get(measurement)
+
+
+def mode_of(measurement: str, raw_patterns: Iterable[str] = ()) -> Mode:
+    """The mode of ``measurement``: its catalogue entry's, else raw when a pattern matches it.
+
+    ``raw_patterns`` are ``TELEMETRY_RAW_MEASUREMENTS``' names or globs (``*``, ``?``, ``[...]``,
+    case-sensitive, like measurement names in InfluxDB).
+    """
+    spec = CATALOGUE.get(measurement)
+    if spec is not None:
+        return spec.mode
+    return Mode.RAW if any(fnmatchcase(measurement, pattern) for pattern in raw_patterns) else Mode.AGGREGATE
+
+
+def has_raw_entries() -> bool:
+    """True when some catalogue entry is in raw mode (else only the patterns can make one raw)."""
+    return any(spec.mode is Mode.RAW for spec in CATALOGUE.values())

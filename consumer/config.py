@@ -80,7 +80,8 @@ class WorkerConfig:
     its shards; ``max_open_series`` is the memory budget (open series-windows per shard) past which
     reading pauses until the sink catches up; ``checkpoint_interval_s`` bounds work redone after a
     crash; ``dlq_retention_s`` is how long a dead letter is kept; ``metrics_host`` is the address
-    ``/metrics`` listens on.
+    ``/metrics`` listens on; ``raw_measurements`` are the names or globs of measurements not in the
+    catalogue that are written raw (one point per input point, docs/semantics.md).
     """
 
     redis_url: str = DEFAULT_REDIS_URL
@@ -106,6 +107,7 @@ class WorkerConfig:
     metrics_host: str = DEFAULT_METRICS_HOST
     pseudonymize: tuple[str, ...] = ()
     pseudonym_key: str | None = field(default=None, repr=False)
+    raw_measurements: tuple[str, ...] = ()
     consumer: str = field(default_factory=_default_consumer)
     read_count: int = DEFAULT_READ_COUNT
     block_ms: int = DEFAULT_BLOCK_MS
@@ -222,6 +224,23 @@ def _tag_keys(_name: str, raw: str) -> tuple[str, ...]:
     return parse_list(raw)
 
 
+def _measurement_patterns(name: str, raw: str) -> tuple[str, ...]:
+    """Measurement names or globs, comma-separated; an empty item or an unclosed ``[`` is an error."""
+    items = [item.strip() for item in raw.split(",")]
+    for position, item in enumerate(items, 1):
+        problem = ("is empty" if not item else "has an unclosed '['" if _unclosed_bracket(item)
+                   else "holds a newline" if "\n" in item else None)
+        if problem is not None:
+            raise ConfigError(f"{name}={raw!r}: item {position} {problem}; give measurement names or globs "
+                              "separated by commas (e.g. audit_log,events_*)")
+    return tuple(items)
+
+
+def _unclosed_bracket(pattern: str) -> bool:
+    opened = pattern.rfind("[")
+    return opened >= 0 and "]" not in pattern[opened + 2:]
+
+
 def _flag(name: str, raw: str) -> bool:
     return parse_bool(name, raw)
 
@@ -292,6 +311,7 @@ _PARSERS: Final[dict[str, Callable[[str, str], Any]]] = {
     "metrics_port": _port,
     "metrics_host": _host,
     "pseudonymize": _tag_keys,
+    "raw_measurements": _measurement_patterns,
     "consumer": _text,
     "read_count": _positive_int,
     "block_ms": _positive_int,

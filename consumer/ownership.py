@@ -223,7 +223,7 @@ class Ownership:
         window_config: dict[str, Any] = {
             "window_s": config.window_s, "grace_s": config.grace_s,
             "allowed_lateness_s": config.allowed_lateness_s, "max_future_s": config.max_future_s,
-            "max_series": config.max_series,
+            "max_series": config.max_series, "raw_measurements": config.raw_measurements,
         }
         if windows:
             shard_windows = ShardWindows.restore(windows, **window_config)

@@ -184,7 +184,8 @@ def _value_problem(kind: int, name: str, value: object) -> str | None:
     return None if problem is None else f"field {name!r}: {problem}"
 
 
-def _check_fields(kind: int, measurement: str, fields: Mapping[Any, Any]) -> tuple[str, str] | None:
+def _check_fields(kind: int, measurement: str, fields: Mapping[Any, Any],
+                  aggregate: bool = True) -> tuple[str, str] | None:
     if kind != KIND_EMIT and len(fields) != 1:
         return REASON_INVALID_EVENT, f"a {KIND_NAMES[kind]} carries exactly one field, not {len(fields)}"
     for name, value in fields.items():
@@ -202,6 +203,12 @@ def _check_fields(kind: int, measurement: str, fields: Mapping[Any, Any]) -> tup
         problem = _value_problem(kind, name, value)
         if problem is not None:
             return REASON_INVALID_VALUE, problem
+    # raw mode writes fields as given: no generated names to clash, no declared semantics
+    return _check_shape(kind, measurement, fields) if aggregate else None
+
+
+def _check_shape(kind: int, measurement: str, fields: Mapping[Any, Any]) -> tuple[str, str] | None:
+    """The clash and catalogue checks, once per shape (kind, measurement, field names, value types)."""
     shape = (kind, measurement, *fields, *map(type, fields.values()))
     if shape in _good_shapes:
         return None
@@ -230,8 +237,11 @@ def _clash(kind: int, measurement: str, fields: Mapping[str, Any]) -> tuple[str,
     return None
 
 
-def validate(raw: object, position: Position) -> Event | tuple[str, str]:
+def validate(raw: object, position: Position, *, aggregate: bool = True) -> Event | tuple[str, str]:
     """Turn one wire event ``[kind, measurement, ts, tags, fields]`` into an Event, or say why not.
+
+    ``aggregate=False`` is for a measurement in raw mode, whose fields are written as given: the
+    checks of generated names (``field_clash``) and of the catalogue's semantics do not apply.
 
     Returns:
         The :class:`Event` (tags with empty values dropped), or ``(reason, detail)`` with a reason
@@ -248,7 +258,7 @@ def validate(raw: object, position: Position) -> Event | tuple[str, str]:
         event = _validate_known_shape(raw, position)
         if event is not None:
             return event
-    return _validate_fully(raw, position)
+    return _validate_fully(raw, position, aggregate)
 
 
 def _validate_known_shape(raw: list[Any], position: Position) -> Event | None:
@@ -287,7 +297,7 @@ def _validate_known_shape(raw: list[Any], position: Position) -> Event | None:
     return make_event(kind, measurement, float(ts), tags, fields, position)
 
 
-def _validate_fully(raw: object, position: Position) -> Event | tuple[str, str]:
+def _validate_fully(raw: object, position: Position, aggregate: bool = True) -> Event | tuple[str, str]:
     """Every check, in the order that decides which reason a bad event gets."""
     if (raw.__class__ is not list and not isinstance(raw, tuple)) or len(raw) != 5:
         return REASON_INVALID_EVENT, "an event is an array [kind, measurement, ts, tags, fields]"
@@ -304,7 +314,7 @@ def _validate_fully(raw: object, position: Position) -> Event | tuple[str, str]:
     clean_tags, problem = _check_tags(tags)
     if problem is not None:
         return REASON_INVALID_NAME, problem
-    failure = _check_fields(kind, measurement, fields)
+    failure = _check_fields(kind, measurement, fields, aggregate)
     if failure is not None:
         return failure
     checked: dict[str, FieldValue] = fields

@@ -24,6 +24,11 @@ Flush and commit (what is acknowledged when)
     stored the points, calls :meth:`ShardWindows.commit`; a series recorded into again in
     between stays dirty. If the write fails, the next collect returns the points again.
 
+Raw mode
+    A measurement in raw mode (:mod:`consumer.raw_points`) is not windowed: each validated event
+    is held as a point of its own (exact time) and every collect returns the pending ones with
+    the windows' points; commit drops them. They are part of the snapshot and of ``dirty_count``.
+
 Fields (see ``docs/semantics.md``)
     ``event_count`` always; then per field by semantics (:mod:`consumer.validate`): mean ->
     ``F`` (mean), ``F_min``, ``F_max``, ``F_sum``; true_count -> ``F`` = number of True; last ->
@@ -76,6 +81,8 @@ from consumer.model import (
     Point,
     Position,
 )
+from consumer.point_events import as_emit, input_rejection
+from consumer.raw_points import RawPoints
 from consumer.validate import (
     EVENT_COUNT_FIELD,
     MAX_TS_S,
@@ -96,7 +103,7 @@ from consumer.window_state import (
     update_fields,
 )
 from producers.durations import ConfigError
-from producers.wire import KIND_EMIT, KINDS
+from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED, KINDS
 
 __all__ = ["DEFAULT_OVERFLOW_TAGS", "MAX_FIELDS_PER_MEASUREMENT", "OVERFLOW_VALUE", "SNAPSHOT_VERSION",
            "Flush", "Rejection", "ShardWindows"]
@@ -112,11 +119,12 @@ Rejection = tuple[str, str]
 class Flush:
     """Points to write, and the versions :meth:`ShardWindows.commit` marks clean once written."""
 
-    __slots__ = ("_marks", "points")
+    __slots__ = ("_marks", "_raw_mark", "points")
 
     def __init__(self) -> None:
         self.points: list[Point] = []
         self._marks: list[tuple[Window, Series, int]] = []
+        self._raw_mark = 0  # raw points up to this mark are in ``points`` (RawPoints.commit)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -130,7 +138,8 @@ class ShardWindows:
 
     def __init__(self, *, window_s: float, grace_s: float, allowed_lateness_s: float,
                  max_future_s: float, max_series: int,
-                 overflow_tags: tuple[str, ...] = DEFAULT_OVERFLOW_TAGS) -> None:
+                 overflow_tags: tuple[str, ...] = DEFAULT_OVERFLOW_TAGS,
+                 raw_measurements: tuple[str, ...] = ()) -> None:
         if window_s <= 0:
             raise ValueError("window_s must be positive")
         self._window_s = float(window_s)
@@ -143,6 +152,9 @@ class ShardWindows:
         self._overflow_tags = tuple(overflow_tags)
         self._windows: dict[int, Window] = {}
         self._measurements: dict[str, MeasurementTypes] = {}
+        # registries of measurements aggregated before and raw now: kept for a switch back
+        self._dormant: dict[str, MeasurementTypes] = {}
+        self._raw = RawPoints(tuple(raw_measurements))
         self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
         self._shed_below: int | float = -math.inf  # windows below this index were shed (memory budget)
         self.overflowed = 0
@@ -168,8 +180,13 @@ class ShardWindows:
 
     @property
     def dirty_count(self) -> int:
-        """Series-windows whose current value has not been committed."""
-        return sum(len(window.dirty) for window in self._windows.values())
+        """Series-windows whose current value has not been committed, plus raw points not written."""
+        return sum(len(window.dirty) for window in self._windows.values()) + len(self._raw)
+
+    @property
+    def raw_pending(self) -> int:
+        """Raw-mode points accepted and not yet written."""
+        return len(self._raw)
 
     # -- recording --------------------------------------------------------------------------
     def record(self, event: Event, now_s: float) -> Rejection | None:
@@ -227,6 +244,9 @@ class ShardWindows:
         (no ``Event``, no ``Position``, no sorted key). Everything else goes one by one, which
         decides. Pass the same ``privacy`` on every call (its series are looked up by raw tags).
         ``raws`` may be a slice of the entry's events that starts at index ``first_index``.
+        A point (kind 4) is the emit it stands for, at its int ns time in seconds, on the same fast
+        path; a rejected input (kind 5) is rejected with its producer's reason and detail
+        (:mod:`consumer.point_events`): here, where each event's kind is read anyway.
         """
         rejected: list[tuple[int, str, str]] = []
         measurements, windows, window_s = self._measurements, self._windows, self._window_s
@@ -237,6 +257,8 @@ class ShardWindows:
             if raw.__class__ is list and len(raw) == 5:
                 kind, name, ts, tags, fields = raw
                 cls = ts.__class__
+                if cls is int and kind == KIND_POINT:  # a point's int ns: an emit in float seconds
+                    kind, ts, cls = KIND_EMIT, ts / 1e9, float
                 measurement = measurements.get(name) if name.__class__ is str else None
                 if (measurement is not None and (cls is float or cls is int) and MIN_TS_S <= ts <= ts_limit
                         and kind.__class__ is int and 0 <= kind < KIND_LIMIT and tags.__class__ is dict
@@ -285,7 +307,19 @@ class ShardWindows:
 
     def _record_one(self, raw: Any, entry_ms: int, entry_seq: int, index: int, now_s: float,
                     privacy: Callable[[Any], Any] | None) -> Rejection | None:
-        """:meth:`record_batch`'s slow path: pseudonymise, validate and record one event."""
+        """:meth:`record_batch`'s slow path: pseudonymise, validate and record one event.
+
+        A point (kind 4) is an emit at its time in seconds; a rejected input (kind 5) is rejected
+        with the reason and detail the producer found (after pseudonymisation, which withholds a
+        detail that may name a raw value).
+        """
+        if raw.__class__ is list and raw:
+            if raw[0] == KIND_REJECTED:
+                return input_rejection(privacy(raw) if privacy else raw)
+            if self._raw.enabled and len(raw) == 5 and raw[1].__class__ is str and self._raw.is_raw(raw[1]):
+                return self._record_raw(raw, Position(entry_ms, entry_seq, index), now_s, privacy)
+            if raw[0] == KIND_POINT and len(raw) == 5:
+                raw = as_emit(raw)
         # pseudonymised before validation, as a pseudonymising producer would have sent it
         result = validate(privacy(raw) if privacy else raw, Position(entry_ms, entry_seq, index))
         if isinstance(result, tuple):
@@ -301,6 +335,24 @@ class ShardWindows:
                     window.raw_aliases.clear()
                 window.raw_aliases[(result.measurement, *raw[3], *raw[3].values())] = series
         return rejection
+
+    def _record_raw(self, raw: list[Any], position: Position, now_s: float,
+                    privacy: Callable[[Any], Any] | None) -> Rejection | None:
+        """An event of a raw-mode measurement: validated, then held to be written as itself.
+
+        A point keeps its exact int ns; other times are float seconds, kept to the microsecond.
+        Lateness does not apply (no window to recompute) and the watermark does not move; the
+        future limit does, as for every event.
+        """
+        time_ns = raw[2] if raw[0] == KIND_POINT and raw[2].__class__ is int else None
+        if raw[0] == KIND_POINT:
+            raw = as_emit(raw)
+        result = validate(privacy(raw) if privacy else raw, position, aggregate=False)
+        if isinstance(result, tuple):
+            return result
+        if result.ts > now_s + self._max_future_s:
+            return self._from_future(result.ts, now_s)
+        return self._raw.add(result, time_ns if time_ns is not None else round(result.ts * 1e6) * 1000)
 
     def _from_future(self, ts: float, now_s: float) -> Rejection:
         return REASON_FROM_FUTURE, (f"event time {ts:.3f} is {ts - now_s:.3f}s ahead of the worker's "
@@ -364,7 +416,7 @@ class ShardWindows:
 
         Also evicts windows that no event can reach any more.
         """
-        flush = Flush()
+        flush = self._collect_raw()
         if self._watermark == -math.inf:
             return flush
         horizon = max(self._watermark, now_s) if idle else self._watermark
@@ -376,10 +428,17 @@ class ShardWindows:
 
     def collect_all(self) -> Flush:
         """Points of every dirty window, due or not (drain, shutdown)."""
-        flush = Flush()
+        flush = self._collect_raw()
         for window in self._windows.values():
             if window.dirty:
                 self._collect(window, flush)
+        return flush
+
+    def _collect_raw(self) -> Flush:
+        """A flush that starts with every pending raw point (they are due as soon as accepted)."""
+        flush = Flush()
+        if len(self._raw):
+            flush.points, flush._raw_mark = self._raw.collect()
         return flush
 
     def _collect(self, window: Window, flush: Flush) -> None:
@@ -396,6 +455,8 @@ class ShardWindows:
 
     def commit(self, flush: Flush) -> None:
         """The sink has stored ``flush.points``: mark them clean unless recorded into since."""
+        if flush._raw_mark:
+            self._raw.commit(flush._raw_mark)
         for window, series, version in flush._marks:
             window.blob = None
             if version > series.committed:
@@ -445,7 +506,8 @@ class ShardWindows:
             "w": self._window_s,
             "shed": None if self._shed_below == -math.inf else self._shed_below,
         }
-        return pack_snapshot(scalars, self._windows, self._measurements)
+        measurements = {**self._measurements, **self._dormant} if self._dormant else self._measurements
+        return pack_snapshot(scalars, self._windows, measurements, self._raw.state())
 
     @classmethod
     def restore(cls, blob: bytes, **config: Any) -> ShardWindows:
@@ -468,7 +530,12 @@ class ShardWindows:
                     "(telemetry consume --drain)")
             windows._shed_below = -math.inf  # an index in the old window length means nothing now
         for name, registry in state["reg"].items():
-            windows._measurements[name] = MeasurementTypes.from_registry(name, registry)
+            types = MeasurementTypes.from_registry(name, registry)
+            if windows._raw.enabled and windows._raw.is_raw(name):
+                windows._dormant[name] = types  # raw now: the fast path must not aggregate it
+            else:
+                windows._measurements[name] = types
+        windows._raw.restore(state)
         for blob in state["win"]:
             window = decode_window(blob)
             windows._windows[window.index] = window

@@ -40,7 +40,10 @@ from consumer.validate import (
 )
 from producers.wire import KINDS
 
-SNAPSHOT_VERSION: Final = 3
+SNAPSHOT_VERSION: Final = 4
+"""Version 4 adds raw-mode state (pending raw points, their field types); a snapshot without any
+is still written as version 3, which a worker without raw mode reads, and both are read here."""
+READABLE_VERSIONS: Final = (3, SNAPSHOT_VERSION)
 MAX_FIELDS_PER_MEASUREMENT: Final = 1_000
 """Distinct field names a measurement may have; an event adding more is ``too_many_fields``. The
 type registry is part of every checkpoint, so a flood of made-up field names must not grow it."""
@@ -281,8 +284,9 @@ def decode_window(blob: bytes) -> Window:
 
 
 def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
-                  measurements: dict[str, MeasurementTypes]) -> bytes:
-    """One snapshot: ``scalars``, the type registries and each window (re-encoded only when changed)."""
+                  measurements: dict[str, MeasurementTypes], raw: dict[str, Any] | None = None) -> bytes:
+    """One snapshot: ``scalars``, the type registries, each window (re-encoded only when changed)
+    and ``raw`` (:meth:`consumer.raw_points.RawPoints.state`: version 4 only when there is some)."""
     blobs = []
     for index in sorted(windows):
         window = windows[index]
@@ -290,10 +294,11 @@ def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
             window.blob = encode_window(window)
         blobs.append(window.blob)
     state = {
-        "v": SNAPSHOT_VERSION,
+        "v": SNAPSHOT_VERSION if raw else 3,
         **scalars,
         "reg": {name: m.registry for name, m in measurements.items() if m.registry},
         "win": blobs,
+        **(raw or {}),
     }
     return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -305,6 +310,6 @@ def unpack_snapshot(blob: bytes) -> dict[str, Any]:
         ValueError: the snapshot was written by another version of this format.
     """
     state: dict[str, Any] = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-    if state.get("v") != SNAPSHOT_VERSION:
-        raise ValueError(f"window snapshot version {state.get('v')!r} is not {SNAPSHOT_VERSION}")
+    if state.get("v") not in READABLE_VERSIONS:
+        raise ValueError(f"window snapshot version {state.get('v')!r} is not one of {READABLE_VERSIONS}")
     return state

@@ -7,6 +7,7 @@ Per owned shard, strictly in stream-id order::
       -> dedupe (producer id, batch sequence)
       -> ShardWindows.record_batch: pseudonymise, validate, record (rejection: dead letter, as
          pseudonymised)
+         (a raw-mode measurement's points are held there as they are, to be written one-for-one)
       -> collect_due -> sink.write (retry with backoff; renews leases, stays responsive to stop)
       -> ShardWindows.commit -> dead letters appended (idempotent) -> checkpoint (fenced Lua:
          state + XACK) -> XTRIM MINID below what the group still needs
@@ -44,6 +45,7 @@ from typing import Any, Final
 
 import redis
 
+from consumer.catalogue import mode_of
 from consumer.checkpoint import CheckpointStore
 from consumer.config import WorkerConfig, redact_url
 from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload, withheld_entry
@@ -53,8 +55,8 @@ from consumer.log_once import LogOnce
 from consumer.metrics import Metrics
 from consumer.model import REASON_REJECTED, DeadLetter, Point
 from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
-from consumer.point_events import as_emits, has_points, runs
 from consumer.privacy import Pseudonymizer
+from consumer.raw_points import catalogued_names
 from consumer.selftelemetry import SelfTelemetry
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
 from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
@@ -128,6 +130,9 @@ class Worker:
         logger.info("worker %s starting: redis %s, streams %s:{0..%d}, group %s, sink %s%s", self.worker_id,
                     redact_url(config.redis_url), config.stream_prefix, config.shards - 1, config.group,
                     redact_url(config.influx_url), " (drain)" if config.drain else "")
+        for name in catalogued_names(config.raw_measurements):
+            logger.warning("TELEMETRY_RAW_MEASUREMENTS names %r, which is in the catalogue: its entry "
+                           "decides its mode (%s); change the entry's mode instead", name, mode_of(name))
         redis_backoff = Backoff(base_s=0.2, cap_s=5.0)
         try:
             while not self.stopping:
@@ -293,15 +298,10 @@ class Worker:
         privacy = self.privacy.wire_event if self.privacy else None
         record_batch, keep_if_due = state.windows.record_batch, self.ownership.keep_if_due
         rejected: list[tuple[int, str, str]] = []
-        segments: list[tuple[int, Sequence[Any]]] = [(0, events)]
-        if has_points(events):
-            converted, rejected = as_emits(events)
-            segments = list(runs(converted))
-        for first, segment in segments:
-            for start in range(0, len(segment), RENEW_EVERY_EVENTS):
-                keep_if_due()
-                chunk = segment[start:start + RENEW_EVERY_EVENTS]
-                rejected += record_batch(chunk, key[0], key[1], now, privacy, first + start)
+        for start in range(0, len(events), RENEW_EVERY_EVENTS):
+            keep_if_due()
+            chunk = events[start:start + RENEW_EVERY_EVENTS]
+            rejected += record_batch(chunk, key[0], key[1], now, privacy, start)
         for index, reason, detail in rejected:  # the letter keeps the event as pseudonymised
             payload = packed_payload(privacy(events[index]) if privacy else events[index])
             self._dead(state, DeadLetter(reason, detail, source, entry.entry_id, index, payload))
