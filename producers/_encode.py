@@ -206,12 +206,14 @@ class BatchEncoder:
         last_tags: Any = None
         last_measurement: Any = None
         # This loop is most of the flusher's CPU, hence inlined. Fast path: an emit with plain
-        # dicts and a float time is already its own wire form; the same tag dict and measurement
-        # as the previous event (constant tags, a bound handle) reuse its shard without hashing.
+        # dicts and a float time (a point with its int nanoseconds) is already its own wire
+        # form; the same tag dict and measurement as the previous event (constant tags, a bound
+        # handle, a parsed line's series) reuse its shard without hashing.
         for event in events:
             if len(event) == 5:
                 _kind, measurement, ts, tags, fields = event
-                plain = type(tags) is dict and type(fields) is dict and type(ts) is float
+                plain = type(tags) is dict and type(fields) is dict and (
+                    type(ts) is float or (type(ts) is int and _kind >= KIND_POINT))
                 wire = event if plain else None
             else:
                 wire = None

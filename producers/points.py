@@ -85,7 +85,7 @@ def _number(text: str) -> int | float | bool:
     """An unquoted field value."""
     if not text:
         raise _Unparsable("empty field value")
-    if "_" in text:  # Python's int()/float() accept 1_000; InfluxDB does not
+    if "_" in text or not text.isascii():  # Python's int()/float() accept 1_000 and "١"; InfluxDB does not
         raise _Unparsable(f"invalid field value {text!r}")
     last = text[-1]
     try:
@@ -112,7 +112,7 @@ def _number(text: str) -> int | float | bool:
 
 
 def _timestamp(text: str, factor: int) -> int:
-    if "_" in text or not text.lstrip("-").isdigit():
+    if not (text.isascii() and text.lstrip("-").isdigit()):   # int() also takes "1_0" and "٣"
         raise _Unparsable(f"invalid timestamp {text!r}")
     ts = int(text) * factor
     if not _TIME_MIN_NS <= ts <= _TIME_MAX_NS:
@@ -164,6 +164,42 @@ def _split_unescaped(text: str, sep: str) -> list[str]:
     return parts
 
 
+_PARSED_MAX: Final = 65_536
+"""Entries of each parse cache below before it starts afresh (bounded memory, whatever the input)."""
+_series_seen: dict[str, tuple[str, dict[str, str]]] = {}
+_values_seen: dict[str, int | float | bool] = {}
+
+
+def _plain_series(text: str) -> tuple[str, dict[str, str]]:
+    """``measurement[,tag=value...]`` without escapes, parsed once per distinct text.
+
+    Bodies repeat their series line after line (the same user, bot and measurement), so the
+    measurement and tag dict are kept by their text; events share the tag dict, which nothing
+    downstream mutates.
+    """
+    parsed = _series_seen.get(text)
+    if parsed is None:
+        measurement, _, tag_text = text.partition(",")
+        if not measurement:
+            raise _Unparsable("missing measurement")
+        parsed = measurement, (_tags(tag_text.split(","), False) if tag_text else {})
+        if len(_series_seen) >= _PARSED_MAX:
+            _series_seen.clear()
+        _series_seen[text] = parsed
+    return parsed
+
+
+def _plain_value(text: str) -> int | float | bool:
+    """:func:`_number`, remembered per text: field values repeat (flags, counts, rounded scores)."""
+    value = _values_seen.get(text)
+    if value is None:
+        value = _number(text)
+        if len(_values_seen) >= _PARSED_MAX:
+            _values_seen.clear()
+        _values_seen[text] = value
+    return value
+
+
 def _fast_line(line: str, factor: int, default_ns: int) -> PointEvent:
     """A line with no backslash and no double quote: plain splits (the common case)."""
     sections = line.split(" ")
@@ -171,22 +207,24 @@ def _fast_line(line: str, factor: int, default_ns: int) -> PointEvent:
         sections = [section for section in sections if section]
     if len(sections) == 3:
         series, field_text, stamp = sections
-        ts = _timestamp(stamp, factor)
+        if stamp.isdigit() and stamp.isascii():
+            ts = int(stamp) * factor
+            if ts > _TIME_MAX_NS:
+                raise _Unparsable(f"timestamp {stamp!r} is outside InfluxDB's time range")
+        else:
+            ts = _timestamp(stamp, factor)
     elif len(sections) == 2:
         series, field_text = sections
         ts = default_ns
     else:
         raise _Unparsable("want 'measurement[,tags] fields [timestamp]' separated by single spaces")
-    measurement, _, tag_text = series.partition(",")
-    if not measurement:
-        raise _Unparsable("missing measurement")
-    tags = _tags(tag_text.split(","), False) if tag_text else {}
+    measurement, tags = _plain_series(series)
     fields: dict[str, Any] = {}
     for part in field_text.split(","):
         key, sep, value = part.partition("=")
         if not sep or not key:
             raise _Unparsable(f"invalid field {part!r}: want key=value")
-        fields[key] = _number(value)
+        fields[key] = _plain_value(value)
     return KIND_POINT, measurement, ts, tags, fields
 
 
@@ -260,15 +298,16 @@ def parse_lines(
     events: list[PointEvent] = []
     errors: list[LineError] = []
     append = events.append
+    plain = "\\" not in text and '"' not in text   # no line needs the escape-aware parser
     for lineno, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
         if not line or line[0] == "#":
             continue
         try:
-            if "\\" in line or '"' in line:
-                append(_escaped_line(line, factor, now_ns))
-            else:
+            if plain or ("\\" not in line and '"' not in line):
                 append(_fast_line(line, factor, now_ns))
+            else:
+                append(_escaped_line(line, factor, now_ns))
         except _Unparsable as exc:
             errors.append(LineError(lineno, REASON_UNPARSABLE, str(exc), _shorten(line)))
     return events, errors

@@ -9,6 +9,7 @@ import string
 import pytest
 from influxdb_client import Point, WritePrecision
 
+from producers import points
 from producers.points import (
     REASON_UNPARSABLE,
     LineError,
@@ -79,6 +80,8 @@ def test_blank_lines_and_comments_are_skipped_and_line_numbers_count_them() -> N
         'm s="open',  # unterminated string
         "m =1",  # empty key
         "m x=abc",
+        "m x=1٣",  # a non-ASCII digit
+        "m x=1٣i",
     ],
 )
 def test_not_line_protocol(line: str) -> None:
@@ -170,3 +173,25 @@ def test_rejected_event_carries_reason_detail_and_line() -> None:
 def test_long_bad_lines_are_shortened_in_errors() -> None:
     _, errors = parse_lines("m " + "x" * 5000, "ns", NOW)
     assert len(errors[0].line) <= 1001
+
+
+def test_remembered_series_and_values_answer_as_a_fresh_parse() -> None:
+    """The fast path keeps parsed series and values by their text; repeats must parse the same,
+    a bad line must stay bad the second time, and the caches stay bounded."""
+    body = "m,host=a,dc=x v=0.5,n=3i,ok=true 10\nm,host=a,dc=x v=0.5,n=3i,ok=true 11\n"
+    events, errors = parse_lines(body, "ns", NOW)
+    assert not errors
+    assert events[0][3] == events[1][3] == {"host": "a", "dc": "x"}
+    assert events[0][4] == events[1][4] == {"v": 0.5, "n": 3, "ok": True}
+    assert [e[2] for e in events] == [10, 11]
+    for _ in range(2):   # errors are never remembered as values
+        _events, errors = parse_lines("m,host= v=1 1\nm v=1_0 1\nm v=1 ٣\nm v=1 9223372036854775807\n",
+                                      "ns", NOW)
+        assert [e.lineno for e in errors] == [1, 2, 3, 4]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(points, "_PARSED_MAX", 8)
+        lines = "\n".join(f"m,user=u{i} v={i}.5 {i}" for i in range(50))
+        events, errors = parse_lines(lines, "ns", NOW)
+        assert not errors and [e[3]["user"] for e in events] == [f"u{i}" for i in range(50)]
+        assert [e[4]["v"] for e in events] == [i + 0.5 for i in range(50)]
+        assert len(points._series_seen) <= 8 and len(points._values_seen) <= 8
