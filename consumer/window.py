@@ -159,6 +159,7 @@ class ShardWindows:
         self._raw = RawPoints(tuple(raw_measurements))
         self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
         self._shed_below: int | float = -math.inf  # windows below this index were shed (memory budget)
+        self._pool: dict[Any, Any] = {}  # shared key parts (``_shared``)
         self._log = WindowLog()  # what the stored checkpoint holds, so the next one sends only changes
         self.overflowed = 0
         """Events whose tags were collapsed to ``__overflow__`` (cardinality guard)."""
@@ -377,13 +378,35 @@ class ShardWindows:
         key = (event.measurement, tuple(sorted(event.tags.items())))
         series = window.series.get(key)
         if series is None:
-            series = self._new_series(window, key)
-            if series.key is not key:
+            shared = self._shared(key)
+            series = self._new_series(window, shared)
+            if series.key is not shared:
                 return series  # collapsed: overflow
         if len(window.aliases) >= self._alias_limit:
             window.aliases.clear()  # many tag orders: bound the memo, it refills itself
-        window.aliases[(event.measurement, *event.tags, *event.tags.values())] = series
+        measurement, pairs = series.key
+        names = {name: name for name, _ in pairs}
+        values = dict(pairs)
+        window.aliases[(measurement, *(names[name] for name in event.tags),
+                        *(values[name] for name in event.tags))] = series
         return series
+
+    def _shared(self, key: SeriesKey) -> SeriesKey:
+        """``key`` made of the objects other series-windows use already, where they repeat.
+
+        The measurement name, tag names and the pairs of tags that are not ``overflow_tags``
+        (a bot name, a risk level) are the same in most series: one copy serves all of them
+        instead of one per series-window, as the events' own strings would. A high-cardinality
+        tag's pair (``user_id``) is not pooled: the pool would cost what it saves.
+        """
+        pool = self._pool
+        if len(pool) >= self._alias_limit:
+            pool.clear()  # a flood of new values: bound the pool, it refills itself
+        high = self._overflow_tags
+        pairs = tuple((pool.setdefault(name, name), value) if name in high
+                      else pool.setdefault((name, value), (pool.setdefault(name, name), value))
+                      for name, value in key[1])
+        return pool.setdefault(key[0], key[0]), pairs
 
     def _new_series(self, window: Window, key: SeriesKey) -> Series:
         measurement = key[0]

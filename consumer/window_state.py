@@ -172,7 +172,8 @@ def new_accumulator(code: int, value: Any, ts: float, position: tuple[int, int, 
         sketch = QuantileSketch()
         sketch.add(value)
         return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
-    return [code, value, ts, position]  # last: value, event time, (entry ms, seq, index) for ties
+    # last: value, event time, entry ms, seq, index (flat: no tuple, and a list of exactly six)
+    return [code, value, ts, position[0], position[1], position[2]]
 
 
 def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts: float,
@@ -214,10 +215,10 @@ def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: tup
         acc[3] = min(acc[3], value)
         acc[4] = max(acc[4], value)
         acc[5].add(value)
-    elif ts > acc[2] or (ts == acc[2] and position > acc[3]):  # last: greatest time, then position
+    elif ts > acc[2] or (ts == acc[2] and position > (acc[3], acc[4], acc[5])):  # latest, then position
         acc[1] = value
         acc[2] = ts
-        acc[3] = position
+        acc[3], acc[4], acc[5] = position
 
 
 def emit_fields(out: dict[str, FieldValue], name: str, acc: list[Any]) -> None:
@@ -249,17 +250,13 @@ def _encode_accumulator(acc: list[Any]) -> list[Any]:
     code = acc[0]
     if code == SUMMARY:
         return [*acc[:5], acc[5].to_state()]
-    if code in (LAST_NUMBER, LAST_STRING):
-        return [code, acc[1], acc[2], *acc[3]]
-    return list(acc)
+    return list(acc)  # a "last" holds its position flat: [code, value, ts, entry ms, seq, index]
 
 
 def _decode_accumulator(data: list[Any]) -> list[Any]:
     code = data[0]
     if code == SUMMARY:
         return [*data[:5], QuantileSketch.from_state(data[5])]
-    if code in (LAST_NUMBER, LAST_STRING):
-        return [code, data[1], data[2], (data[3], data[4], data[5])]
     return list(data)
 
 
