@@ -71,6 +71,11 @@ class ShardState:
     lost_reported: int = 0
     checked_at: float = 0.0
     paused: bool = False
+    checkpoint_bytes: int = 0
+    """State bytes the last checkpoint sent."""
+    full_checkpoint: bool = True
+    """The next checkpoint rewrites the whole state: the first of this owner, or the one after a
+    save that may or may not have happened (the stored layout is then unknown)."""
 
 
 class Ownership:
@@ -201,10 +206,10 @@ class Ownership:
             if checkpoint is None and parked.had_checkpoint:
                 self.redis_reset(shard, "its checkpoint")
         elif checkpoint is not None:
-            state = self.new_state(shard, lease_value, checkpoint.windows, checkpoint.dedupe)
+            state = self.new_state(shard, lease_value, checkpoint.fields)
             state.last_id, state.had_checkpoint = checkpoint.last_id, True
         else:
-            state = self.new_state(shard, lease_value, b"", b"")
+            state = self.new_state(shard, lease_value, {})
         if created and state.had_checkpoint:
             self.redis_reset(shard, "its consumer group")
             state.last_id = ZERO_ID
@@ -217,19 +222,16 @@ class Ownership:
         logger.info("shard %d taken (lease %s), resuming after %s%s", shard, lease_value, state.last_id,
                     f", re-reading up to {state.backlog_until}" if state.backlog_until else "")
 
-    def new_state(self, shard: int, lease_value: str, windows: bytes, dedupe: bytes) -> ShardState:
-        """A shard's state from checkpoint blobs (empty blobs: a fresh shard)."""
+    def new_state(self, shard: int, lease_value: str, fields: dict[str, bytes]) -> ShardState:
+        """A shard's state from a checkpoint's state fields (none: a fresh shard)."""
         config = self.config
         window_config: dict[str, Any] = {
             "window_s": config.window_s, "grace_s": config.grace_s,
             "allowed_lateness_s": config.allowed_lateness_s, "max_future_s": config.max_future_s,
             "max_series": config.max_series, "raw_measurements": config.raw_measurements,
         }
-        if windows:
-            shard_windows = ShardWindows.restore(windows, **window_config)
-        else:
-            shard_windows = ShardWindows(**window_config)
-        dedupe_state = Dedupe.restore(dedupe, ttl_s=config.dedupe_ttl_s)
+        shard_windows = ShardWindows.restore_fields(fields, **window_config)
+        dedupe_state = Dedupe.restore_fields(fields, ttl_s=config.dedupe_ttl_s)
         state = ShardState(shard, lease_value, shard_windows, dedupe_state)
         state.late_seen, state.overflow_seen = shard_windows.late_events, shard_windows.overflowed
         return state

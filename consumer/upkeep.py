@@ -1,13 +1,14 @@
 """Checkpointing an owned shard, and the stream upkeep that follows a checkpoint.
 
 A checkpoint appends the shard's pending dead letters (idempotent on their source position),
-then stores window and dedupe state, the last applied entry id and the acknowledgements in one
-fenced Lua call (:mod:`consumer.checkpoint`): refused when our lease is gone, in which case the
-shard is dropped (``lose``) and the new owner's state stands. After it: the stream is trimmed
-below what the group still needs, dead-letter positions older than any re-read are forgotten,
-and every few seconds the shard is checked for entries the length cap removed unread (data
-lost: logged once, counted in ``lost_entries``), its lag, and idle consumers of dead workers;
-every minute dead letters older than ``TELEMETRY_DLQ_RETENTION`` are trimmed.
+then stores what changed in the window and dedupe state since the previous checkpoint (all of
+it the first time, and after a save whose outcome is unknown), the last applied entry id and the
+acknowledgements in one fenced Lua call (:mod:`consumer.checkpoint`): refused when our lease is
+gone, in which case the shard is dropped (``lose``) and the new owner's state stands. After it:
+the stream is trimmed below what the group still needs, dead-letter positions older than any
+re-read are forgotten, and every few seconds the shard is checked for entries the length cap
+removed unread (data lost: logged once, counted in ``lost_entries``), its lag, and idle
+consumers of dead workers; every minute dead letters older than ``TELEMETRY_DLQ_RETENTION`` are trimmed.
 
 Usage::
 
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from consumer.checkpoint import CheckpointStore
+from consumer.checkpoint import CheckpointStore, StateWrite
 from consumer.config import WorkerConfig
 from consumer.deadletter import DeadLetterWriter
 from consumer.errors import Fenced
@@ -59,14 +60,22 @@ class Checkpoints:
         self.letters.append(shard, state.letters)
         state.letters = []
         state.dedupe.expire()
+        full = state.full_checkpoint
+        windows = state.windows.checkpoint(full=full)
+        dedupe_fields, dedupe_deleted = state.dedupe.changes(full=full)
+        write = StateWrite({**windows.fields, **dedupe_fields}, windows.deleted + dedupe_deleted, full)
+        state.full_checkpoint = True  # until this save is known to have been stored
         try:
-            self.store.save(shard, lease_value=state.lease_value, last_id=state.last_id,
-                            windows=state.windows.snapshot(), dedupe=state.dedupe.snapshot(),
+            self.store.save(shard, lease_value=state.lease_value, last_id=state.last_id, write=write,
                             ack_ids=state.to_ack)
         except Fenced as exc:
             logger.warning("shard %d: %s; another worker owns it now", shard, exc)
             self._lose(state)
             return
+        state.windows.checkpoint_saved(windows)
+        state.dedupe.saved()
+        state.full_checkpoint = False
+        state.checkpoint_bytes = write.size
         state.to_ack = []
         state.dirty = False
         state.had_checkpoint = True

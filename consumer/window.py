@@ -69,7 +69,7 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 from consumer.line_protocol import INT64_MAX, INT64_MIN
@@ -89,6 +89,7 @@ from consumer.validate import (
     MIN_TS_S,
     validate,
 )
+from consumer.window_log import HEAD, LogWrite, WindowLog, read_log
 from consumer.window_state import (
     MAX_FIELDS_PER_MEASUREMENT,
     SNAPSHOT_VERSION,
@@ -99,6 +100,7 @@ from consumer.window_state import (
     decode_window,
     emit_fields,
     pack_snapshot,
+    snapshot_head,
     unpack_snapshot,
     update_fields,
 )
@@ -157,6 +159,8 @@ class ShardWindows:
         self._raw = RawPoints(tuple(raw_measurements))
         self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
         self._shed_below: int | float = -math.inf  # windows below this index were shed (memory budget)
+        self._pool: dict[Any, Any] = {}  # shared key parts (``_shared``)
+        self._log = WindowLog()  # what the stored checkpoint holds, so the next one sends only changes
         self.overflowed = 0
         """Events whose tags were collapsed to ``__overflow__`` (cardinality guard)."""
         self.late_events = 0
@@ -374,13 +378,35 @@ class ShardWindows:
         key = (event.measurement, tuple(sorted(event.tags.items())))
         series = window.series.get(key)
         if series is None:
-            series = self._new_series(window, key)
-            if series.key is not key:
+            shared = self._shared(key)
+            series = self._new_series(window, shared)
+            if series.key is not shared:
                 return series  # collapsed: overflow
         if len(window.aliases) >= self._alias_limit:
             window.aliases.clear()  # many tag orders: bound the memo, it refills itself
-        window.aliases[(event.measurement, *event.tags, *event.tags.values())] = series
+        measurement, pairs = series.key
+        names = {name: name for name, _ in pairs}
+        values = dict(pairs)
+        window.aliases[(measurement, *(names[name] for name in event.tags),
+                        *(values[name] for name in event.tags))] = series
         return series
+
+    def _shared(self, key: SeriesKey) -> SeriesKey:
+        """``key`` made of the objects other series-windows use already, where they repeat.
+
+        The measurement name, tag names and the pairs of tags that are not ``overflow_tags``
+        (a bot name, a risk level) are the same in most series: one copy serves all of them
+        instead of one per series-window, as the events' own strings would. A high-cardinality
+        tag's pair (``user_id``) is not pooled: the pool would cost what it saves.
+        """
+        pool = self._pool
+        if len(pool) >= self._alias_limit:
+            pool.clear()  # a flood of new values: bound the pool, it refills itself
+        high = self._overflow_tags
+        pairs = tuple((pool.setdefault(name, name), value) if name in high
+                      else pool.setdefault((name, value), (pool.setdefault(name, name), value))
+                      for name, value in key[1])
+        return pool.setdefault(key[0], key[0]), pairs
 
     def _new_series(self, window: Window, key: SeriesKey) -> Series:
         measurement = key[0]
@@ -461,8 +487,9 @@ class ShardWindows:
             window.blob = None
             if version > series.committed:
                 series.committed = version
-            if series.version == series.committed:
+            if series.version == series.committed and series in window.dirty:
                 window.dirty.discard(series)
+                window.cleaned.append(series)  # changed, and no longer in ``dirty``: the checkpoint saves it
 
     def evict(self) -> int:
         """Drop clean windows that ended more than ``allowed_lateness_s`` before the watermark."""
@@ -497,17 +524,36 @@ class ShardWindows:
         return dropped
 
     # -- checkpointing ----------------------------------------------------------------------
-    def snapshot(self) -> bytes:
-        """Everything needed to resume exactly (encoded by :mod:`consumer.window_state`)."""
-        scalars = {
+    def _scalars(self) -> dict[str, Any]:
+        return {
             "wm": self.watermark,
             "ovf": self.overflowed,
             "late": self.late_events,
             "w": self._window_s,
             "shed": None if self._shed_below == -math.inf else self._shed_below,
         }
-        measurements = {**self._measurements, **self._dormant} if self._dormant else self._measurements
-        return pack_snapshot(scalars, self._windows, measurements, self._raw.state())
+
+    def _all_measurements(self) -> dict[str, MeasurementTypes]:
+        return {**self._measurements, **self._dormant} if self._dormant else self._measurements
+
+    def snapshot(self) -> bytes:
+        """Everything needed to resume exactly, as one blob (encoded by :mod:`consumer.window_state`).
+
+        The worker's checkpoint is :meth:`checkpoint` instead, which sends only what changed.
+        """
+        return pack_snapshot(self._scalars(), self._windows, self._all_measurements(), self._raw.state())
+
+    def checkpoint(self, *, full: bool) -> LogWrite:
+        """The state fields that changed since the last :meth:`checkpoint_saved` (all if ``full``).
+
+        Encodes only the series changed since (:mod:`consumer.window_log`); changes nothing here.
+        """
+        head = {**snapshot_head(self._scalars(), self._all_measurements()), **self._raw.state()}
+        return self._log.write(self._windows, head, full=full)
+
+    def checkpoint_saved(self, write: LogWrite) -> None:
+        """``write`` (the latest :meth:`checkpoint`) is stored: the next one starts from it."""
+        self._log.saved(write)
 
     @classmethod
     def restore(cls, blob: bytes, **config: Any) -> ShardWindows:
@@ -517,13 +563,28 @@ class ShardWindows:
             ConfigError: the snapshot holds windows of another length than ``window_s``.
         """
         state = unpack_snapshot(blob)
+        return cls._from_state(state, bool(state["win"]), map(decode_window, state["win"]), config)
+
+    @classmethod
+    def restore_fields(cls, fields: dict[str, bytes], **config: Any) -> ShardWindows:
+        """The state a checkpoint's fields describe: :meth:`checkpoint`'s, or a :meth:`snapshot`
+        (``windows``, as every checkpoint before the incremental one was); empty when neither."""
+        if HEAD in fields:
+            head, windows = read_log(fields)
+            return cls._from_state(head, bool(head["win"]), windows, config)
+        blob = fields.get("windows")
+        return cls.restore(blob, **config) if blob else cls(**config)
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any], has_windows: bool, windows_in: Iterable[Window],
+                    config: dict[str, Any]) -> ShardWindows:
         windows = cls(**config)
         windows._watermark = -math.inf if state["wm"] is None else state["wm"]
         windows.overflowed = state["ovf"]
         windows.late_events = state["late"]
         windows._shed_below = -math.inf if state["shed"] is None else state["shed"]
         if state["w"] != windows._window_s:
-            if state["win"]:
+            if has_windows:
                 raise ConfigError(
                     f"TELEMETRY_WINDOW={windows._window_s:g}s, but the checkpointed windows are "
                     f"{state['w']:g}s long: drain them with the previous value first "
@@ -536,7 +597,6 @@ class ShardWindows:
             else:
                 windows._measurements[name] = types
         windows._raw.restore(state)
-        for blob in state["win"]:
-            window = decode_window(blob)
+        for window in windows_in:
             windows._windows[window.index] = window
         return windows

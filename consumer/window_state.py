@@ -53,15 +53,21 @@ SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class Series:
-    """One series in one window: event count, per-field accumulators, dirty versioning."""
+    """One series in one window: event count, per-field accumulators, dirty versioning.
 
-    __slots__ = ("committed", "count", "fields", "key", "version")
+    ``saved`` is ``version + committed`` when the series was last checkpointed (both only grow,
+    so any change since shows), ``seg`` the checkpoint segment holding it (:mod:`consumer.window_log`).
+    """
+
+    __slots__ = ("committed", "count", "fields", "key", "saved", "seg", "version")
 
     def __init__(self, key: SeriesKey) -> None:
         self.key = key
         self.count = 0
         self.version = 0
         self.committed = 0
+        self.saved = -1
+        self.seg = -1
         # name -> [code, ...state]; see new_accumulator for the layouts
         self.fields: dict[str, list[Any]] = {}
 
@@ -69,7 +75,8 @@ class Series:
 class Window:
     """One window of the shard: its series, which are dirty, and its cached encoding."""
 
-    __slots__ = ("aliases", "blob", "dirty", "flushed", "index", "per_measurement", "raw_aliases", "series")
+    __slots__ = ("aliases", "blob", "cleaned", "dirty", "flushed", "index", "per_measurement", "raw_aliases",
+                 "series")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -82,6 +89,8 @@ class Window:
         # the same for tags as they arrive, before pseudonymisation (only used when it is on)
         self.raw_aliases: dict[tuple[Any, ...], Series] = {}
         self.dirty: set[Series] = set()  # identity-hashed: cheaper than hashing the key again
+        # series committed clean (left ``dirty``) since the last checkpoint, which must still save them
+        self.cleaned: list[Series] = []
         self.per_measurement: dict[str, int] = {}
         self.flushed = False
 
@@ -163,7 +172,8 @@ def new_accumulator(code: int, value: Any, ts: float, position: tuple[int, int, 
         sketch = QuantileSketch()
         sketch.add(value)
         return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
-    return [code, value, ts, position]  # last: value, event time, (entry ms, seq, index) for ties
+    # last: value, event time, entry ms, seq, index (flat: no tuple, and a list of exactly six)
+    return [code, value, ts, position[0], position[1], position[2]]
 
 
 def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts: float,
@@ -205,10 +215,10 @@ def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: tup
         acc[3] = min(acc[3], value)
         acc[4] = max(acc[4], value)
         acc[5].add(value)
-    elif ts > acc[2] or (ts == acc[2] and position > acc[3]):  # last: greatest time, then position
+    elif ts > acc[2] or (ts == acc[2] and position > (acc[3], acc[4], acc[5])):  # latest, then position
         acc[1] = value
         acc[2] = ts
-        acc[3] = position
+        acc[3], acc[4], acc[5] = position
 
 
 def emit_fields(out: dict[str, FieldValue], name: str, acc: list[Any]) -> None:
@@ -240,17 +250,13 @@ def _encode_accumulator(acc: list[Any]) -> list[Any]:
     code = acc[0]
     if code == SUMMARY:
         return [*acc[:5], acc[5].to_state()]
-    if code in (LAST_NUMBER, LAST_STRING):
-        return [code, acc[1], acc[2], *acc[3]]
-    return list(acc)
+    return list(acc)  # a "last" holds its position flat: [code, value, ts, entry ms, seq, index]
 
 
 def _decode_accumulator(data: list[Any]) -> list[Any]:
     code = data[0]
     if code == SUMMARY:
         return [*data[:5], QuantileSketch.from_state(data[5])]
-    if code in (LAST_NUMBER, LAST_STRING):
-        return [code, data[1], data[2], (data[3], data[4], data[5])]
     return list(data)
 
 
@@ -259,10 +265,23 @@ def _pairs(flat: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(zip(items[0::2], items[1::2], strict=True))
 
 
+def encode_series(s: Series) -> list[Any]:
+    """One series' record in a snapshot or checkpoint segment (msgpack-friendly)."""
+    return [s.key[0], [item for pair in s.key[1] for item in pair], s.count, s.version, s.committed,
+            {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
+
+
+def decode_series(record: list[Any]) -> Series:
+    """The series :func:`encode_series` recorded."""
+    measurement, flat_tags, count, version, committed, fields = record
+    series = Series((measurement, _pairs(flat_tags)))
+    series.count, series.version, series.committed = count, version, committed
+    series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
+    return series
+
+
 def encode_window(window: Window) -> bytes:
-    series = [[key[0], [item for pair in key[1] for item in pair], s.count, s.version, s.committed,
-               {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
-              for key, s in window.series.items()]
+    series = [encode_series(s) for s in window.series.values()]
     # zlib level 1: names repeat in every series, so a window shrinks about 3x for a little CPU
     return zlib.compress(msgpack.packb([window.index, window.flushed, series], use_bin_type=True), 1)
 
@@ -272,15 +291,19 @@ def decode_window(blob: bytes) -> Window:
     window = Window(index)
     window.blob = blob
     window.flushed = flushed
-    for measurement, flat_tags, count, version, committed, fields in series_list:
-        key = (measurement, _pairs(flat_tags))
-        series = window.series[key] = Series(key)
-        series.count, series.version, series.committed = count, version, committed
-        series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
-        if version != committed:
+    for record in series_list:
+        series = decode_series(record)
+        window.series[series.key] = series
+        if series.version != series.committed:
             window.dirty.add(series)
+        measurement = series.key[0]
         window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
     return window
+
+
+def snapshot_head(scalars: dict[str, Any], measurements: dict[str, MeasurementTypes]) -> dict[str, Any]:
+    """A snapshot's top level before its windows: ``scalars`` and the type registries."""
+    return {**scalars, "reg": {name: m.registry for name, m in measurements.items() if m.registry}}
 
 
 def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
@@ -293,13 +316,8 @@ def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
         if window.blob is None:
             window.blob = encode_window(window)
         blobs.append(window.blob)
-    state = {
-        "v": SNAPSHOT_VERSION if raw else 3,
-        **scalars,
-        "reg": {name: m.registry for name, m in measurements.items() if m.registry},
-        "win": blobs,
-        **(raw or {}),
-    }
+    state = {"v": SNAPSHOT_VERSION if raw else 3, **snapshot_head(scalars, measurements), "win": blobs,
+             **(raw or {})}
     return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
 
 

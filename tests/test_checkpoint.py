@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore
+from consumer.checkpoint import CheckpointStore, StateWrite
 from consumer.deadletter import DeadLetterWriter
 from consumer.dedupe import Dedupe
 from consumer.errors import Fenced
@@ -21,10 +21,11 @@ def test_checkpoint_stores_state_and_acks_atomically(redis_server: RedisServer) 
     assert lease is not None
     store = CheckpointStore(client, prefix="t", group="g")
     assert store.load(0) is None
-    store.save(0, lease_value=lease, last_id=ids[1], windows=b"\x00w", dedupe=b"\x01d", ack_ids=ids[:2])
+    store.save(0, lease_value=lease, last_id=ids[1], write=StateWrite({"wh": b"\x00w", "dh": b"\x01d"}),
+               ack_ids=ids[:2])
     checkpoint = store.load(0)
     assert checkpoint is not None
-    assert (checkpoint.last_id, checkpoint.windows, checkpoint.dedupe) == (ids[1], b"\x00w", b"\x01d")
+    assert (checkpoint.last_id, checkpoint.fields) == (ids[1], {"wh": b"\x00w", "dh": b"\x01d"})
     pending = client.xpending("t:{0}", "g")
     assert (pending["pending"], pending["min"].decode()) == (1, ids[2])
 
@@ -34,7 +35,7 @@ def test_checkpoint_without_the_lease_writes_nothing(redis_server: RedisServer) 
     [entry] = delivered_entries(client)
     store = CheckpointStore(client, prefix="t", group="g")
     with pytest.raises(Fenced):
-        store.save(0, lease_value="w1:1", last_id=entry, windows=b"x", dedupe=b"", ack_ids=[entry])
+        store.save(0, lease_value="w1:1", last_id=entry, write=StateWrite({"wh": b"x"}), ack_ids=[entry])
     assert store.load(0) is None
     assert client.xpending("t:{0}", "g")["pending"] == 1
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from consumer.checkpoint import CheckpointStore
+from consumer.checkpoint import CheckpointStore, StateWrite
 from consumer.deadletter import DeadLetterWriter
 from consumer.errors import Fenced
 from consumer.lease import LeaseManager
@@ -102,18 +102,19 @@ def test_checkpoint_lease_trim_and_dead_letter_scripts_are_atomic_on_the_cluster
             assert lease == "w1:1"
             assert other.acquire(shard) is None
 
-            store.save(shard, lease_value=lease, last_id=ids[1], windows=b"W" * 10_000, dedupe=b"D",
+            store.save(shard, lease_value=lease, last_id=ids[1],
+                       write=StateWrite({"wh": b"W" * 10_000, "dh": b"D"}),
                        ack_ids=ids[:2])
             saved = store.load(shard)
             assert saved is not None
-            assert (saved.last_id, saved.windows, saved.dedupe, saved.owner) == (ids[1], b"W" * 10_000, b"D",
-                                                                                 lease)
+            assert (saved.last_id, saved.fields, saved.owner) == (
+                ids[1], {"wh": b"W" * 10_000, "dh": b"D"}, lease)
             assert source.pending(shard).count == 1          # the XACK ran in the same script
 
             # a stale owner (wrong token) changes nothing, neither state nor acknowledgements
             with pytest.raises(Fenced):
-                store.save(shard, lease_value="w1:0", last_id=ids[2], windows=b"X", dedupe=b"X",
-                           ack_ids=ids[2:])
+                store.save(shard, lease_value="w1:0", last_id=ids[2],
+                           write=StateWrite({"wh": b"X"}, full=True), ack_ids=ids[2:])
             assert store.load(shard) == saved
             assert source.pending(shard).count == 1
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore
+from consumer.checkpoint import CheckpointStore, StateWrite
 from consumer.errors import Fenced
 from consumer.lease import LeaseManager
 from consumer.source import StreamSource
@@ -79,7 +79,8 @@ def test_failover_loses_no_sent_event_and_keeps_checkpoints_and_leases(
         entries = source.read_new([0], count=100_000, block_ms=None)[0]
         lease = leases.acquire(0)
         assert lease is not None
-        store.save(0, lease_value=lease, last_id=entries[-1].entry_id, windows=b"state-before", dedupe=b"d",
+        store.save(0, lease_value=lease, last_id=entries[-1].entry_id,
+                   write=StateWrite({"wh": b"state-before", "dh": b"d"}),
                    ack_ids=[e.entry_id for e in entries])
         before = store.load(0)
 
@@ -104,12 +105,12 @@ def test_failover_loses_no_sent_event_and_keeps_checkpoints_and_leases(
         assert source.pending(0).count == 0
         assert leases.renew(0) is True
         with pytest.raises(Fenced):
-            store.save(0, lease_value="w0:0", last_id="0-0", windows=b"stale", dedupe=b"", ack_ids=[])
+            store.save(0, lease_value="w0:0", last_id="0-0", write=StateWrite({"wh": b"stale"}), ack_ids=[])
         after = source.read_new([0], count=100_000, block_ms=None).get(0, [])
         store.save(0, lease_value=lease, last_id=after[-1].entry_id if after else before.last_id,
-                   windows=b"state-after", dedupe=b"d", ack_ids=[e.entry_id for e in after])
+                   write=StateWrite({"wh": b"state-after", "dh": b"d"}), ack_ids=[e.entry_id for e in after])
         saved = store.load(0)
-        assert saved is not None and saved.windows == b"state-after"
+        assert saved is not None and saved.fields["wh"] == b"state-after"
         assert source.pending(0).count == 0
     finally:
         tel.close(5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore
+from consumer.checkpoint import CheckpointStore, StateWrite
 from consumer.errors import Fenced
 from consumer.lease import LeaseManager, assign, rendezvous_owner
 from tests.services import RedisServer
@@ -44,12 +44,13 @@ def test_expired_lease_is_taken_over_and_the_stale_owner_is_fenced(redis_server:
     successor = LeaseManager(client, prefix="t", worker_id="w2", lease_s=5)
     new_value = successor.acquire(0)
     assert new_value == "w2:2"
-    store.save(0, lease_value=new_value, last_id="0-0", windows=b"new", dedupe=b"", ack_ids=[])
+    store.save(0, lease_value=new_value, last_id="0-0", write=StateWrite({"wh": b"new"}), ack_ids=[])
     with pytest.raises(Fenced):
-        store.save(0, lease_value=stale_value, last_id=entry, windows=b"stale", dedupe=b"", ack_ids=[entry])
+        store.save(0, lease_value=stale_value, last_id=entry, write=StateWrite({"wh": b"stale"}, full=True),
+                   ack_ids=[entry])
     checkpoint = store.load(0)
     assert checkpoint is not None
-    assert (checkpoint.windows, checkpoint.last_id, checkpoint.owner) == (b"new", "0-0", "w2:2")
+    assert (checkpoint.fields["wh"], checkpoint.last_id, checkpoint.owner) == (b"new", "0-0", "w2:2")
     assert client.xpending("t:{0}", "g")["pending"] == 1       # the stale owner acked nothing
     assert stale.renew(0) is False
 
