@@ -1,0 +1,310 @@
+"""Worker throughput and state cost at real cardinality: 100 to 100,000 series per window.
+
+``attachment_monitoring`` has ``user_id`` as a tag, so many series per window is the normal
+case. Each step (:mod:`bench.cardinality_workload`) is a backlog of the main measurement with
+exactly S series in every window. Per step, on private servers (``tests/services.py``):
+
+* **worker**: one ``python -m consumer`` (v1 sink) owns the shards; the backlog is XADDed and
+  timed until InfluxDB holds every event (sum of ``event_count``), as in the scale section;
+  peak RSS is the child's ``VmHWM``; the checkpoint's Redis memory is ``MEMORY USAGE`` of every
+  ``PREFIX:{i}:state`` once the worker has checkpointed its last commit;
+* **direct**: the same points (computed in-process by ``ShardWindows``, the same line protocol
+  and the sink's batch size) POSTed to the same influxd by one writer, encoded beforehand: the
+  rate at which influxd itself accepts them, the ceiling for the worker;
+* **state**: one ``ShardWindows`` holding one window of S open series: memory per series-window
+  (``tracemalloc``), ``snapshot()`` ms and bytes, and the fenced checkpoint call into Redis
+  (``CheckpointStore.save``) ms and ``MEMORY USAGE``.
+
+``BENCH_CARDINALITY_STEPS=100,10000`` picks steps; ``BENCH_PROFILE=1`` also drains the 10k and
+40k steps under py-spy and writes ``bench/profile-cardinality-S.txt`` (collapsed stacks) and the
+shares per phase into the section.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import urllib3
+
+from bench import cardinality_profile as prof
+from bench.cardinality_workload import MEASUREMENT, WINDOW_S, Step, make_step
+from consumer.checkpoint import CheckpointStore
+from consumer.config import DEFAULT_MAX_SERIES, WorkerConfig
+from consumer.line_protocol import encode_points
+from consumer.model import Point
+from consumer.sinks.base import MAX_BATCH_POINTS
+from consumer.window import ShardWindows
+from producers.keys import lease_key, state_key, stream_key
+from tests import chaos_harness as ch
+from tests.cluster import caught_up
+from tests.services import InfluxServer, RedisServer
+
+SHARDS: Final = 4
+EVENTS: Final = 200_000
+DEFAULT_STEPS: Final = (100, 1_000, 10_000, 40_000, 100_000)
+PROFILE_STEPS: Final = (10_000, 40_000)
+PIPELINE_ENTRIES: Final = 200
+TIMEOUT_S: Final = 180.0
+POLL_S: Final = 0.1
+REPEATS: Final = 3
+RESULTS_DIR: Final = Path(__file__).parent
+
+
+def _windows_for(series: int) -> int:
+    """Fewer windows as series grow, so every step stays within a few times ``EVENTS``."""
+    return 4 if series <= 10_000 else 2 if series <= 50_000 else 1
+
+
+def _steps() -> list[int]:
+    chosen = os.environ.get("BENCH_CARDINALITY_STEPS", "")
+    return [int(s) for s in chosen.split(",") if s.strip()] or list(DEFAULT_STEPS)
+
+
+@dataclass(slots=True)
+class StateCost:
+    """One window of S open series in one ``ShardWindows``, and its checkpoint."""
+
+    bytes_per_series: float
+    snapshot_ms: float
+    snapshot_bytes: int
+    save_ms: float
+    redis_bytes: int
+
+
+@dataclass(slots=True)
+class WorkerRun:
+    seconds: float
+    events: int
+    points: int
+    peak_rss: int
+    idle_rss: int
+    checkpoint_redis_bytes: int
+
+
+def _window_config(series: int) -> dict[str, Any]:
+    config = WorkerConfig()
+    return {"window_s": WINDOW_S, "grace_s": config.grace_s, "allowed_lateness_s": config.allowed_lateness_s,
+            "max_future_s": config.max_future_s, "max_series": max(series, DEFAULT_MAX_SERIES)}
+
+
+def _record(windows: ShardWindows, events: Sequence[Any], now: float) -> None:
+    for number, begin in enumerate(range(0, len(events), 500), start=1):
+        rejected = windows.record_batch(events[begin:begin + 500], 1, number, now)
+        assert not rejected, rejected[:3]
+
+
+def _state_cost(step: Step, client: Any) -> tuple[StateCost, list[Point]]:
+    """Memory and checkpoint cost of one window of S series; then every point of the step."""
+    now = time.time()
+    tracemalloc.start()
+    windows = ShardWindows(**_window_config(step.series))
+    before = tracemalloc.get_traced_memory()[0]
+    first, held_back = step.by_window[0][:-REPEATS], step.by_window[0][-REPEATS:]
+    _record(windows, first, now)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    store = CheckpointStore(client, prefix="statecost", group="g")
+    client.xgroup_create(stream_key("statecost", 0), "g", id="0", mkstream=True)
+    client.set(lease_key("statecost", 0), "bench:1")
+    snapshots, saves = [], []
+    for repeat, event in enumerate(held_back):  # a checkpoint follows a read: the window is dirty
+        assert not windows.record_batch([event], 2, repeat, now)
+        started = time.perf_counter()
+        blob = windows.snapshot()
+        snapshots.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        store.save(0, lease_value="bench:1", last_id="1-0", windows=blob, dedupe=b"", ack_ids=[])
+        saves.append((time.perf_counter() - started) * 1000)
+    snapshot_ms, save_ms = statistics.median(snapshots), statistics.median(saves)
+    redis_bytes = int(client.memory_usage(state_key("statecost", 0), samples=0) or 0)
+    client.delete(state_key("statecost", 0))
+    for events in step.by_window[1:]:
+        _record(windows, events, now)
+    points = windows.collect_all().points
+    return StateCost(held / step.series, snapshot_ms, len(blob), save_ms, redis_bytes), points
+
+
+def _direct(influx: InfluxServer, db: str, points: Sequence[Point]) -> tuple[float, float]:
+    """(encode points/s, influxd-accepts points/s): the same bodies the sink sends, one writer."""
+    influx.create_database(db)
+    started = time.perf_counter()
+    bodies = [encode_points(points[i:i + MAX_BATCH_POINTS]) for i in range(0, len(points), MAX_BATCH_POINTS)]
+    encode_s = time.perf_counter() - started
+    pool = urllib3.PoolManager(retries=False)
+    url = f"{influx.url}/write?db={db}&precision=ns"
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    started = time.perf_counter()
+    for body in bodies:
+        response = pool.request("POST", url, body=body, headers=headers, timeout=60.0)
+        assert response.status == 204, response.data[:200]
+    write_s = time.perf_counter() - started
+    pool.clear()
+    return len(points) / encode_s, len(points) / write_s
+
+
+def _sums(influx: InfluxServer, db: str) -> tuple[int, int]:
+    rows = influx.query(f'SELECT sum("event_count"), count("event_count") FROM "{MEASUREMENT}"', db=db)
+    return (int(rows[0]["sum"] or 0), int(rows[0]["count"] or 0)) if rows else (0, 0)
+
+
+def _wait(predicate: Any, what: str, proc: ch.WorkerProcess) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not predicate():
+        if not proc.alive():
+            raise AssertionError(f"worker exited while waiting for {what}:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def _rss(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _fill(client: Any, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> None:
+    for begin in range(0, len(entries), PIPELINE_ENTRIES):
+        pipe = client.pipeline(transaction=False)
+        for stream, fields in entries[begin:begin + PIPELINE_ENTRIES]:
+            pipe.xadd(stream, fields)
+        pipe.execute()
+
+
+def _env(step: Step, redis_url: str, influx: InfluxServer, db: str) -> dict[str, str]:
+    influx.create_database(db)
+    return ch.worker_env(redis_url, influx.url, db, TELEMETRY_SHARDS=str(SHARDS),
+                         TELEMETRY_MAX_SERIES=str(max(step.series, DEFAULT_MAX_SERIES)),
+                         TELEMETRY_CONSUMER="bench-0")
+
+
+def _worker_run(step: Step, client: Any, redis_url: str, influx: InfluxServer, db: str,
+                log: Path) -> WorkerRun:
+    proc = ch.WorkerProcess(_env(step, redis_url, influx, db), log).start()
+    try:
+        _wait(lambda: ch.lease_owners(client, SHARDS) == ["bench-0"] * SHARDS, "the leases", proc)
+        idle_rss = _rss(proc.pid, "VmRSS")
+        started = time.perf_counter()
+        _fill(client, step.entries)
+        _wait(lambda: caught_up(client, SHARDS), "every entry acknowledged", proc)
+        _wait(lambda: _sums(influx, db)[0] >= step.events, "every event in InfluxDB", proc)
+        seconds = time.perf_counter() - started
+        peak_rss = _rss(proc.pid, "VmHWM")
+        time.sleep(1.5)  # the checkpoint after the last commit (interval 1 s)
+        redis_bytes = sum(int(client.memory_usage(state_key(ch.PREFIX, shard)) or 0)
+                          for shard in range(SHARDS))
+    finally:
+        proc.terminate()
+    events, points = _sums(influx, db)
+    return WorkerRun(seconds, events, points, peak_rss, idle_rss, redis_bytes)
+
+
+def _profile(step: Step, tmp: Path, influx: InfluxServer) -> str:
+    server = RedisServer(tmp / f"redis-profile-{step.series}", appendonly=False).start()
+    client = server.client()
+    try:
+        _fill(client, step.entries)
+        out = RESULTS_DIR / f"profile-cardinality-{step.series}.txt"
+        env = _env(step, server.url, influx, f"profile_{step.series}")
+        if prof.profile_drain(env, out, tmp / f"profile-{step.series}.log") is None:
+            return "py-spy is not installed (`pip install py-spy`): no profile.\n"
+        summary = prof.summarise(out.read_text())
+    finally:
+        client.close()
+        server.kill()
+    return (f"**{step.series:,} series per window** ({step.events:,} events, {step.points:,} points; "
+            f"`python -m consumer --drain` under `py-spy record --idle -r {prof.RATE_HZ}`, "
+            f"{summary.samples:,} samples, stacks in `bench/{out.name}`):\n\n{summary.markdown()}")
+
+
+def _row(step: Step, cost: StateCost, run: WorkerRun | str, encode_rate: float, direct_rate: float) -> str:
+    state = (f"{cost.snapshot_ms:,.0f} | {cost.snapshot_bytes / 2**20:,.2f} MiB | {cost.save_ms:,.0f} | "
+             f"{cost.redis_bytes / 2**20:,.2f} MiB | {cost.bytes_per_series:,.0f}")
+    head = f"| {step.series:,} | {step.windows} | {step.events:,} | {step.points:,}"
+    if isinstance(run, str):
+        return f"{head} | – | – | {direct_rate:,.0f} | – | – | – | {state} | {encode_rate:,.0f} | {run} |"
+    exact = run.events == step.events and run.points == step.points
+    note = "exact" if exact else f"**{run.events:,} events / {run.points:,} points written**"
+    worker_points = step.points / run.seconds
+    return (f"{head} | {step.events / run.seconds:,.0f} | {worker_points:,.0f} | {direct_rate:,.0f} | "
+            f"{worker_points / direct_rate:.0%} | {run.peak_rss / 2**20:,.0f} MiB "
+            f"(+{(run.peak_rss - run.idle_rss) / 2**20:,.0f}) | "
+            f"{run.checkpoint_redis_bytes / 2**20:,.2f} MiB | "
+            f"{state} | {encode_rate:,.0f} | {note} |")
+
+
+def _step(series: int, tmp: Path, influx: InfluxServer, profiles: list[str]) -> str:
+    windows = _windows_for(series)
+    step = make_step(series, events=max(EVENTS, series * windows), windows=windows, shards=SHARDS,
+                     seed=series)
+    server = RedisServer(tmp / f"redis-{series}", appendonly=False).start()
+    client = server.client()
+    try:
+        cost, points = _state_cost(step, client)
+        assert len(points) == step.points, (len(points), step.points)
+        run: WorkerRun | str
+        try:
+            run = _worker_run(step, client, server.url, influx, f"worker_{series}",
+                              tmp / f"worker-{series}.log")
+        except AssertionError as exc:
+            run = "did not finish: " + str(exc).splitlines()[-1][:120].replace("|", "/")
+        encode_rate, direct_rate = _direct(influx, f"direct_{series}", points)
+    finally:
+        client.close()
+        server.kill()
+    if os.environ.get("BENCH_PROFILE") == "1" and series in PROFILE_STEPS:
+        profiles.append(_profile(step, tmp, influx))
+    return _row(step, cost, run, encode_rate, direct_rate)
+
+
+def run() -> str:
+    rows: list[str] = []
+    profiles: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-cardinality-") as tmp_name:
+        tmp = Path(tmp_name)
+        influx = InfluxServer(tmp / "influxd").start()
+        try:
+            for series in _steps():
+                print(f"bench cardinality: {series:,} series per window ...", flush=True)
+                rows.append(_step(series, tmp, influx, profiles))
+        finally:
+            influx.kill()
+    header = (
+        "## Cardinality: one worker at 100 to 100,000 series per window\n\n"
+        f"Each step: a backlog of `{MEASUREMENT}` events (the seed's main measurement, `user_id`, "
+        f"`bot_name`, `risk_level` tags, its five fields) with exactly S series in each of the "
+        f"step's {WINDOW_S:.0f} s windows (recent past), {SHARDS} shards, 500 events per entry; "
+        "`TELEMETRY_MAX_SERIES` = max(S, 10,000) so no series collapses to `__overflow__`. "
+        "*worker*: one `python -m consumer` (v1 sink, defaults otherwise), timed from the first XADD "
+        "until InfluxDB holds every event; *direct*: the same points, same line protocol and batch of "
+        f"{MAX_BATCH_POINTS:,}, encoded beforehand and POSTed by one writer to the same influxd in the "
+        "same run; *ratio*: worker points/s over direct points/s. *RSS*: the worker's peak (VmHWM), in "
+        "brackets its growth over the idle worker; *checkpoint in Redis*: `MEMORY USAGE` of all "
+        "`PREFIX:{i}:state` after the last checkpoint (every window is retained clean for lateness). "
+        "*State* columns: one `ShardWindows` holding one window of S open (dirty) series: "
+        "`snapshot()` ms (median of 3, each after one more event, as a checkpoint follows a read) and "
+        "size, the fenced Redis call that stores it (`CheckpointStore.save`: Lua HSET + XACK) ms and "
+        "its `MEMORY USAGE`, and `tracemalloc` bytes per open series-window. "
+        "*encode*: `encode_points` points/s.\n\n"
+        "| series / window | windows | events | points | worker events/s | worker points/s | "
+        "direct points/s | ratio | worker RSS | checkpoint in Redis | snapshot ms | snapshot size | "
+        "Redis call ms | state in Redis | bytes / series-window | encode points/s | result |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    )
+    body = header + "\n" + "\n".join(rows) + "\n"
+    if profiles:
+        body += "\n### Where the time goes (py-spy)\n\n" + "\n".join(profiles)
+    return body
+
+
+if __name__ == "__main__":
+    print(run())
