@@ -36,7 +36,7 @@ import urllib3
 
 from bench import cardinality_profile as prof
 from bench.cardinality_workload import MEASUREMENT, WINDOW_S, Step, make_step
-from consumer.checkpoint import CheckpointStore
+from consumer.checkpoint import CheckpointStore, StateWrite
 from consumer.config import DEFAULT_MAX_SERIES, WorkerConfig
 from consumer.line_protocol import encode_points
 from consumer.model import Point
@@ -70,11 +70,13 @@ def _steps() -> list[int]:
 
 @dataclass(slots=True)
 class StateCost:
-    """One window of S open series in one ``ShardWindows``, and its checkpoint."""
+    """One window of S open series: memory per series-window, and what its checkpoints cost."""
 
     bytes_per_series: float
-    snapshot_ms: float
-    snapshot_bytes: int
+    full_ms: float
+    full_bytes: int
+    step_ms: float
+    step_bytes: int
     save_ms: float
     redis_bytes: int
 
@@ -114,30 +116,36 @@ def _state_cost(step: Step, client: Any) -> tuple[StateCost, list[Point]]:
     store = CheckpointStore(client, prefix="statecost", group="g")
     client.xgroup_create(stream_key("statecost", 0), "g", id="0", mkstream=True)
     client.set(lease_key("statecost", 0), "bench:1")
-    snapshots, saves = [], []
-    for repeat, event in enumerate(held_back):  # a checkpoint follows a read: the window is dirty
+
+    def save(full: bool) -> tuple[float, int, float]:
+        """(encode ms, bytes sent, Redis call ms) of one checkpoint, as the worker makes it."""
+        started = time.perf_counter()
+        write = windows.checkpoint(full=full)
+        encoded = time.perf_counter()
+        store.save(0, lease_value="bench:1", last_id="1-0",
+                   write=StateWrite(write.fields, write.deleted, write.full), ack_ids=[])
+        windows.checkpoint_saved(write)
+        return (encoded - started) * 1000, write.size, (time.perf_counter() - encoded) * 1000
+
+    full_ms, full_bytes, _full_save = save(True)
+    steps = []
+    for repeat, event in enumerate(held_back):  # a checkpoint follows a read: one more event
         assert not windows.record_batch([event], 2, repeat, now)
-        started = time.perf_counter()
-        blob = windows.snapshot()
-        snapshots.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        store.save(0, lease_value="bench:1", last_id="1-0", windows=blob, dedupe=b"", ack_ids=[])
-        saves.append((time.perf_counter() - started) * 1000)
-    snapshot_ms, save_ms = statistics.median(snapshots), statistics.median(saves)
+        steps.append(save(False))
+    step_ms = statistics.median(step[0] for step in steps)
+    step_bytes = round(statistics.median(step[1] for step in steps))
+    save_ms = statistics.median(step[2] for step in steps)
     redis_bytes = int(client.memory_usage(state_key("statecost", 0), samples=0) or 0)
     client.delete(state_key("statecost", 0))
     for events in step.by_window[1:]:
         _record(windows, events, now)
     points = windows.collect_all().points
-    return StateCost(held / step.series, snapshot_ms, len(blob), save_ms, redis_bytes), points
+    cost = StateCost(held / step.series, full_ms, full_bytes, step_ms, step_bytes, save_ms, redis_bytes)
+    return cost, points
 
 
-def _direct(influx: InfluxServer, db: str, points: Sequence[Point]) -> tuple[float, float]:
-    """(encode points/s, influxd-accepts points/s): the same bodies the sink sends, one writer."""
-    influx.create_database(db)
-    started = time.perf_counter()
-    bodies = [encode_points(points[i:i + MAX_BATCH_POINTS]) for i in range(0, len(points), MAX_BATCH_POINTS)]
-    encode_s = time.perf_counter() - started
+def _post_all(influx: InfluxServer, db: str, bodies: Sequence[bytes]) -> float:
+    """Seconds to POST ``bodies`` one after the other on one connection, as the sink does."""
     pool = urllib3.PoolManager(retries=False)
     url = f"{influx.url}/write?db={db}&precision=ns"
     headers = {"Content-Type": "text/plain; charset=utf-8"}
@@ -145,9 +153,30 @@ def _direct(influx: InfluxServer, db: str, points: Sequence[Point]) -> tuple[flo
     for body in bodies:
         response = pool.request("POST", url, body=body, headers=headers, timeout=60.0)
         assert response.status == 204, response.data[:200]
-    write_s = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     pool.clear()
-    return len(points) / encode_s, len(points) / write_s
+    return seconds
+
+
+def _bodies(points: Sequence[Point]) -> list[bytes]:
+    return [encode_points(points[i:i + MAX_BATCH_POINTS]) for i in range(0, len(points), MAX_BATCH_POINTS)]
+
+
+def _direct(influx: InfluxServer, db: str, points: Sequence[Point],
+            shift_ns: int) -> tuple[float, float, float]:
+    """Points/s of (``encode_points``, influxd taking them as new series, the same series again).
+
+    The second write moves every point ``shift_ns`` later: the series exist by then, as they do
+    in production once a user has spoken before; the first is what the worker run faced.
+    """
+    influx.create_database(db)
+    started = time.perf_counter()
+    bodies = _bodies(points)
+    encode_s = time.perf_counter() - started
+    new_s = _post_all(influx, db, bodies)
+    later = _bodies([Point(p.measurement, p.tags, p.fields, p.time_ns + shift_ns) for p in points])
+    known_s = _post_all(influx, db, later)
+    return len(points) / encode_s, len(points) / new_s, len(points) / known_s
 
 
 def _sums(influx: InfluxServer, db: str) -> tuple[int, int]:
@@ -226,16 +255,20 @@ def _profile(step: Step, tmp: Path, influx: InfluxServer) -> str:
             f"{summary.samples:,} samples, stacks in `bench/{out.name}`):\n\n{summary.markdown()}")
 
 
-def _row(step: Step, cost: StateCost, run: WorkerRun | str, encode_rate: float, direct_rate: float) -> str:
-    state = (f"{cost.snapshot_ms:,.0f} | {cost.snapshot_bytes / 2**20:,.2f} MiB | {cost.save_ms:,.0f} | "
+def _row(step: Step, cost: StateCost, run: WorkerRun | str, rates: tuple[float, float, float]) -> str:
+    encode_rate, direct_rate, known_rate = rates
+    state = (f"{cost.full_ms:,.0f}, {cost.full_bytes / 2**20:,.2f} MiB | {cost.step_ms:,.1f}, "
+             f"{cost.step_bytes / 1024:,.1f} KiB | {cost.save_ms:,.1f} | "
              f"{cost.redis_bytes / 2**20:,.2f} MiB | {cost.bytes_per_series:,.0f}")
     head = f"| {step.series:,} | {step.windows} | {step.events:,} | {step.points:,}"
     if isinstance(run, str):
-        return f"{head} | – | – | {direct_rate:,.0f} | – | – | – | {state} | {encode_rate:,.0f} | {run} |"
+        return (f"{head} | – | – | {direct_rate:,.0f} | {known_rate:,.0f} | – | – | – | {state} | "
+                f"{encode_rate:,.0f} | {run} |")
     exact = run.events == step.events and run.points == step.points
     note = "exact" if exact else f"**{run.events:,} events / {run.points:,} points written**"
     worker_points = step.points / run.seconds
     return (f"{head} | {step.events / run.seconds:,.0f} | {worker_points:,.0f} | {direct_rate:,.0f} | "
+            f"{known_rate:,.0f} | "
             f"{worker_points / direct_rate:.0%} | {run.peak_rss / 2**20:,.0f} MiB "
             f"(+{(run.peak_rss - run.idle_rss) / 2**20:,.0f}) | "
             f"{run.checkpoint_redis_bytes / 2**20:,.2f} MiB | "
@@ -257,13 +290,13 @@ def _step(series: int, tmp: Path, influx: InfluxServer, profiles: list[str]) -> 
                               tmp / f"worker-{series}.log")
         except AssertionError as exc:
             run = "did not finish: " + str(exc).splitlines()[-1][:120].replace("|", "/")
-        encode_rate, direct_rate = _direct(influx, f"direct_{series}", points)
+        rates = _direct(influx, f"direct_{series}", points, round(step.windows * WINDOW_S * 1e9))
     finally:
         client.close()
         server.kill()
     if os.environ.get("BENCH_PROFILE") == "1" and series in PROFILE_STEPS:
         profiles.append(_profile(step, tmp, influx))
-    return _row(step, cost, run, encode_rate, direct_rate)
+    return _row(step, cost, run, rates)
 
 
 def run() -> str:
@@ -280,25 +313,30 @@ def run() -> str:
             influx.kill()
     header = (
         "## Cardinality: one worker at 100 to 100,000 series per window\n\n"
-        f"Each step: a backlog of `{MEASUREMENT}` events (the seed's main measurement, `user_id`, "
+        f"Each step: a backlog of `{MEASUREMENT}` events (the seed's main measurement: `user_id`, "
         f"`bot_name`, `risk_level` tags, its five fields) with exactly S series in each of the "
         f"step's {WINDOW_S:.0f} s windows (recent past), {SHARDS} shards, 500 events per entry; "
         "`TELEMETRY_MAX_SERIES` = max(S, 10,000) so no series collapses to `__overflow__`. "
-        "*worker*: one `python -m consumer` (v1 sink, defaults otherwise), timed from the first XADD "
-        "until InfluxDB holds every event; *direct*: the same points, same line protocol and batch of "
-        f"{MAX_BATCH_POINTS:,}, encoded beforehand and POSTed by one writer to the same influxd in the "
-        "same run; *ratio*: worker points/s over direct points/s. *RSS*: the worker's peak (VmHWM), in "
-        "brackets its growth over the idle worker; *checkpoint in Redis*: `MEMORY USAGE` of all "
-        "`PREFIX:{i}:state` after the last checkpoint (every window is retained clean for lateness). "
-        "*State* columns: one `ShardWindows` holding one window of S open (dirty) series: "
-        "`snapshot()` ms (median of 3, each after one more event, as a checkpoint follows a read) and "
-        "size, the fenced Redis call that stores it (`CheckpointStore.save`: Lua HSET + XACK) ms and "
-        "its `MEMORY USAGE`, and `tracemalloc` bytes per open series-window. "
-        "*encode*: `encode_points` points/s.\n\n"
+        "*worker*: one `python -m consumer` (v1 sink, defaults otherwise), timed from the first "
+        "XADD until InfluxDB holds every event. *direct*: the same points, same line protocol and "
+        f"batch of {MAX_BATCH_POINTS:,}, encoded beforehand and POSTed by one writer to the same "
+        "influxd in the same run, into a fresh database (new series, as the worker met them); "
+        "*known series*: the same points again, moved past the step's windows, so every series "
+        "exists already (the steady state of users who spoke before); *ratio*: worker points/s "
+        "over direct points/s. *RSS*: the worker's peak (VmHWM), in brackets its growth over the "
+        "idle worker; *checkpoint in Redis*: `MEMORY USAGE` of all `PREFIX:{i}:state` after the "
+        "last checkpoint (every window is retained clean for lateness). *State* columns: one "
+        "`ShardWindows` holding one window of S open series: a full checkpoint (a new owner's "
+        "first: encode ms, bytes sent), an incremental one after one more event (median of 3, "
+        "as a checkpoint follows a read: encode ms, bytes sent), the fenced Redis call that "
+        "stores it (`CheckpointStore.save`: Lua XACK + HSET/HDEL) ms, the state's `MEMORY USAGE`, "
+        "and `tracemalloc` bytes per open series-window. *encode*: `encode_points` points/s.\n\n"
         "| series / window | windows | events | points | worker events/s | worker points/s | "
-        "direct points/s | ratio | worker RSS | checkpoint in Redis | snapshot ms | snapshot size | "
-        "Redis call ms | state in Redis | bytes / series-window | encode points/s | result |\n"
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "direct points/s | direct, known series | ratio | worker RSS | checkpoint in Redis | "
+        "full checkpoint | incremental checkpoint | Redis call ms | state in Redis | "
+        "bytes / series-window | "
+        "encode points/s | result |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     )
     body = header + "\n" + "\n".join(rows) + "\n"
     if profiles:
