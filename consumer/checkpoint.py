@@ -126,11 +126,6 @@ class Checkpoint:
     fields: dict[str, bytes]
     """Every state field (see :data:`STATE_PREFIXES`) by name."""
 
-    @property
-    def legacy(self) -> bool:
-        """Written in the first layout (one ``windows`` and one ``dedupe`` blob)."""
-        return "wh" not in self.fields
-
 
 class CheckpointStore:
     """Loads and saves shard checkpoints (see the module docstring for the guarantees)."""

@@ -71,8 +71,6 @@ class ShardState:
     lost_reported: int = 0
     checked_at: float = 0.0
     paused: bool = False
-    checkpoint_bytes: int = 0
-    """State bytes the last checkpoint sent."""
     full_checkpoint: bool = True
     """The next checkpoint rewrites the whole state: the first of this owner, or the one after a
     save that may or may not have happened (the stored layout is then unknown)."""

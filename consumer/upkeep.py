@@ -75,7 +75,6 @@ class Checkpoints:
         state.windows.checkpoint_saved(windows)
         state.dedupe.saved()
         state.full_checkpoint = False
-        state.checkpoint_bytes = write.size
         state.to_ack = []
         state.dirty = False
         state.had_checkpoint = True

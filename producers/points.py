@@ -207,12 +207,7 @@ def _fast_line(line: str, factor: int, default_ns: int) -> PointEvent:
         sections = [section for section in sections if section]
     if len(sections) == 3:
         series, field_text, stamp = sections
-        if stamp.isdigit() and stamp.isascii():
-            ts = int(stamp) * factor
-            if ts > _TIME_MAX_NS:
-                raise _Unparsable(f"timestamp {stamp!r} is outside InfluxDB's time range")
-        else:
-            ts = _timestamp(stamp, factor)
+        ts = _timestamp(stamp, factor)
     elif len(sections) == 2:
         series, field_text = sections
         ts = default_ns
