@@ -125,15 +125,37 @@ def first_window_for(now_s: float, window_s: float, windows: int) -> int:
     return (now_us // window_us - windows - 2) * window_us // 1_000_000
 
 
+DEFAULT_MIX: Final = (0.40, 0.70, 0.85)
+"""Cumulative shares of attachment checks, vector classifications and engagement counts (the
+rest are trust-recovery events): one ``rng.random()`` roll picks the kind of each event."""
+
+
+def event_mix(attachment_share: float | None) -> tuple[float, float, float]:
+    """:data:`DEFAULT_MIX` with attachment checks at ``attachment_share`` and the other kinds
+    keeping their proportions; ``None`` is the default mix itself, unchanged to the last bit, so
+    existing seeds produce the same events."""
+    if attachment_share is None:
+        return DEFAULT_MIX
+    if not 0.0 < attachment_share < 1.0:
+        raise ValueError(f"attachment_share={attachment_share!r} must be between 0 and 1")
+    scale = (1.0 - attachment_share) / (1.0 - DEFAULT_MIX[0])
+    vector, engagement = (attachment_share + (edge - DEFAULT_MIX[0]) * scale for edge in DEFAULT_MIX[1:])
+    return (attachment_share, vector, engagement)
+
+
 def make_workload(seed: int, *, t0_s: int, window_s: float = 10.0, windows: int = 20,
-                  events: int = 6000, users: int = 40) -> Workload:
+                  events: int = 6000, users: int = 40,
+                  attachment_share: float | None = None) -> Workload:
     """A deterministic workload of ``events`` events over ``windows`` windows from ``t0_s``.
 
-    About 40% attachment checks (120 series), 30% vector classifications (90 series), 15%
-    engagement counts and 15% trust-recovery counts, emits and gauges. Event times are unique
+    By default about 40% attachment checks (``users`` x 3 risk levels: 120 series), 30% vector
+    classifications (90 series), 15% engagement counts and 15% trust-recovery counts, emits and
+    gauges; ``attachment_share`` (see :func:`event_mix`) with many ``users`` makes a
+    high-cardinality workload, thousands of series per window. Event times are unique
     microseconds, never within 2.5% of a window edge, so no rounding can move an event across a
     boundary and "last" never has to break a tie.
     """
+    mix = event_mix(attachment_share)
     rng = random.Random(seed)
     window_us = round(window_s * 1_000_000)
     margin_us = max(1, window_us // 40)
@@ -146,14 +168,15 @@ def make_workload(seed: int, *, t0_s: int, window_s: float = 10.0, windows: int 
                 used.add(us)
                 break
         ts = (t0_s * 1_000_000 + us) / 1_000_000
-        out.append(_event(rng, ts, users))
+        out.append(_event(rng, ts, users, mix))
     out.sort(key=lambda e: e.ts)
     return Workload(seed=seed, t0_s=t0_s, window_s=window_s, windows=windows, events=tuple(out))
 
 
-def _event(rng: random.Random, ts: float, users: int) -> WorkEvent:
+def _event(rng: random.Random, ts: float, users: int,
+           mix: tuple[float, float, float] = DEFAULT_MIX) -> WorkEvent:
     roll = rng.random()
-    if roll < 0.40:
+    if roll < mix[0]:
         user = rng.randrange(users)
         tags = {"user_id": f"u{user:03d}", "bot_name": BOTS[user % len(BOTS)],
                 "risk_level": rng.choice(RISK_LEVELS)}
@@ -166,13 +189,13 @@ def _event(rng: random.Random, ts: float, users: int) -> WorkEvent:
         if rng.random() < 0.8:  # an event without a field counts in event_count only
             fields["interaction_frequency"] = round(rng.uniform(0.0, 60.0), 3)
         return WorkEvent(wire.KIND_EMIT, "attachment_monitoring", ts, tags, fields)
-    if roll < 0.70:
+    if roll < mix[1]:
         tags = {"bot_name": rng.choice(BOTS), "query_type": rng.choice(QUERY_TYPES),
                 "primary_vector": rng.choice(PRIMARY_VECTORS), "strategy": rng.choice(STRATEGIES)}
         fields = {"confidence": rng.random(), "results_quality": rng.uniform(0.2, 1.0),
                   "query_length": rng.randint(3, 400), "classification_accurate": rng.random() < 0.7}
         return WorkEvent(wire.KIND_EMIT, "vector_classification", ts, tags, fields)
-    if roll < 0.85:
+    if roll < mix[2]:
         tags = {"bot_name": rng.choice(BOTS), "component": rng.choice(("engine", "scheduler"))}
         return WorkEvent(wire.KIND_COUNT, "engagement_engine_telemetry", ts, tags,
                          {rng.choice(ENGAGEMENT_FIELDS): rng.randint(1, 5)})
@@ -581,6 +604,14 @@ def compare(expected: Mapping[PointKey, Mapping[str, FieldValue]],
                 problems.append(f"{key}: {name} stored as {types.get((key[0], name))}, "
                                 f"expected {type(want[name]).__name__}")
     return problems
+
+
+def series_per_window(points: Iterable[PointKey]) -> dict[tuple[str, int], int]:
+    """Distinct series of each (measurement, window start in ns): the cardinality a worker holds."""
+    counts: dict[tuple[str, int], int] = {}
+    for measurement, _tags, start_ns in points:
+        counts[(measurement, start_ns)] = counts.get((measurement, start_ns), 0) + 1
+    return counts
 
 
 def event_total(points: Mapping[PointKey, Mapping[str, FieldValue]]) -> int:

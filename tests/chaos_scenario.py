@@ -139,7 +139,13 @@ class ChaosRunner:
 
     def __init__(self, redis_server: RedisServer, influx: InfluxServer, db: str, work_dir: Path, *,
                  seed: int, events: int = 6000, windows: int = 20, chunks: int = 12,
+                 users: int = 40, attachment_share: float | None = None, batch_events: int = 50,
+                 write_wait_s: float = WRITE_WAIT_S, catch_up_s: float = CATCH_UP_S,
                  env: dict[str, str] | None = None, upstream_url: str | None = None) -> None:
+        """``users``, ``attachment_share`` and ``batch_events`` shape the workload (see
+        :func:`~tests.chaos_harness.make_workload`; many users make many series); the two waits
+        bound how long a fault may wait for a write and a recovery may take, which a bigger
+        workload may need raised."""
         self.redis_server = redis_server
         self.influx = influx
         self.db = db
@@ -147,10 +153,13 @@ class ChaosRunner:
         self.rng = random.Random(seed)
         self.result = ChaosResult(seed=seed)
         self.gateway = RecordingGateway(upstream_url or influx.url, label="worker")
+        self.write_wait_s = write_wait_s
+        self.catch_up_s = catch_up_s
         t0_s = ch.first_window_for(time.time(), 10.0, windows)
-        self.workload = ch.make_workload(seed, t0_s=t0_s, windows=windows, events=events)
+        self.workload = ch.make_workload(seed, t0_s=t0_s, windows=windows, events=events, users=users,
+                                         attachment_share=attachment_share)
         self.chunks = ch.late_chunks(self.workload, chunks, late_per_chunk=15, seed=seed)
-        self.sender = ch.RawSender(redis_server.client(), batch_events=50)
+        self.sender = ch.RawSender(redis_server.client(), batch_events=batch_events)
         self.env = ch.worker_env(redis_server.url, self.gateway.url, db, TELEMETRY_LEASE="2s",
                                  TELEMETRY_CHECKPOINT_INTERVAL="500ms", **(env or {}))
         self.log = work_dir / "worker.log"
@@ -197,14 +206,14 @@ class ChaosRunner:
 
     def recover(self, worker: ch.WorkerProcess, since: float) -> float:
         client = self.redis_server.client()
-        deadline = since + CATCH_UP_S
+        deadline = since + self.catch_up_s
         while time.monotonic() < deadline:
             if caught_up(client):
                 return time.monotonic() - since
             if not worker.alive():
                 raise AssertionError(f"worker exited during recovery; log:\n{worker.log_tail()}")
             time.sleep(0.05)
-        raise AssertionError(f"worker did not catch up within {CATCH_UP_S}s; log:\n{worker.log_tail()}")
+        raise AssertionError(f"worker did not catch up within {self.catch_up_s}s; log:\n{worker.log_tail()}")
 
     def inject(self, kind: str, worker: ch.WorkerProcess) -> Fault:
         inject = {"random": self._random, "stuck_write": self._stuck_write,
@@ -247,7 +256,7 @@ class ChaosRunner:
 
     def _stuck_write(self, worker: ch.WorkerProcess) -> Fault:
         self.gateway.hold_before.set()
-        held = self.gateway.wait_held(WRITE_WAIT_S)
+        held = self.gateway.wait_held(self.write_wait_s)
         kill = worker.kill("stuck_write")
         applied_then = held.applied
         self.gateway.release(drop=True)
@@ -256,7 +265,7 @@ class ChaosRunner:
 
     def _after_write(self, worker: ch.WorkerProcess) -> Fault:
         self.gateway.hold_after.set()
-        held = self.gateway.wait_held(WRITE_WAIT_S)
+        held = self.gateway.wait_held(self.write_wait_s)
         applied, delivered = held.applied, held.delivered
         kill = worker.kill("after_write")
         self.gateway.release()
@@ -270,7 +279,7 @@ class ChaosRunner:
         self.influx.pause()
         try:
             ch.wait_for(lambda: any(w.upstream_status is None for w in self.gateway.recorder.writes[before:]),
-                        "a write to the paused influxd", WRITE_WAIT_S)
+                        "a write to the paused influxd", self.write_wait_s)
             stuck = next(w for w in self.gateway.recorder.writes[before:] if w.upstream_status is None)
             state = ch.proc_state(self.influx.pid)
             kill = worker.kill("influx_paused")

@@ -8,14 +8,20 @@ counted twice, or half of one).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import pytest
 
+from consumer.config import DEFAULT_MAX_OPEN_SERIES
+from tests import chaos_harness as ch
 from tests.chaos_scenario import DEFAULT_PLAN, FAULT_KINDS, WORKER_KILLS, ChaosResult, ChaosRunner
 from tests.services import InfluxServer, RedisServer
 
 SEED = int(os.environ.get("CHAOS_SEED", "20251125"))
+HIGH_CARDINALITY_SERIES: Final = 2000
+"""The least distinct attachment_monitoring series one window of a high-cardinality run holds."""
 
 
 def assert_exact(result: ChaosResult) -> None:
@@ -32,6 +38,43 @@ def assert_exact(result: ChaosResult) -> None:
         "explains:\n" + "\n".join(result.written_value_problems[:10]))
 
 
+def assert_faults_proven(result: ChaosResult) -> None:
+    """Each fault really happened: the worker (or the server) died of SIGKILL, SIGTERM exited 0."""
+    for fault in result.faults:
+        if fault.kind in WORKER_KILLS:
+            assert fault.kill is not None and fault.kill.returncode == -9, fault
+        elif fault.kind == "sigterm":
+            assert fault.kill is not None and fault.kill.returncode == 0, fault
+        else:
+            assert fault.kill is None and fault.server_returncode == -9, fault
+        assert fault.recovery_s is not None
+
+
+def high_cardinality_runner(redis_server: RedisServer, influx: InfluxServer, db: str, work_dir: Path, *,
+                            seed: int, plan: Sequence[str], users: int, events: int) -> ChaosRunner:
+    """A run where 90% of events are attachment checks of ``users`` users, one window per fault.
+
+    ``user_id`` is a tag, so each (user, risk level) is a series: thousands per window. The
+    worker's series limits are raised above what the workload can reach (``users`` x risk levels
+    per window; at most one series-window per event) so that no series collapses into
+    ``__overflow__`` and no written window is shed: the reference models neither.
+    """
+    env = {"TELEMETRY_MAX_SERIES": str(users * len(ch.RISK_LEVELS)),
+           "TELEMETRY_MAX_OPEN_SERIES": str(max(DEFAULT_MAX_OPEN_SERIES, events))}
+    runner = ChaosRunner(redis_server, influx, db, work_dir, seed=seed, events=events, windows=len(plan),
+                         chunks=len(plan), users=users, attachment_share=0.9, batch_events=200, env=env)
+    return runner
+
+
+def assert_high_cardinality(runner: ChaosRunner, least: int = HIGH_CARDINALITY_SERIES) -> int:
+    """The workload really has ``least`` distinct attachment series in some window; the most."""
+    points = ch.reference_points(runner.workload.events, runner.workload.window_s)
+    most = max(count for (measurement, _start), count in ch.series_per_window(points).items()
+               if measurement == "attachment_monitoring")
+    assert most >= least, f"seed {runner.result.seed}: at most {most} series in a window, wanted {least}"
+    return most
+
+
 def test_sigkill_at_random_moments_and_inside_writes_gives_exact_results(
         redis_server: RedisServer, influx_server: InfluxServer, tmp_path: Path) -> None:
     influx_server.create_database("chaos")
@@ -40,14 +83,7 @@ def test_sigkill_at_random_moments_and_inside_writes_gives_exact_results(
 
     assert sum(1 for fault in result.faults if fault.kind in WORKER_KILLS) >= 5
     assert set(result.faults_by_kind()) == set(FAULT_KINDS)
-    for fault in result.faults:  # each fault happened: the worker (or the server) died of SIGKILL
-        if fault.kind in WORKER_KILLS:
-            assert fault.kill is not None and fault.kill.returncode == -9, fault
-        elif fault.kind == "sigterm":
-            assert fault.kill is not None and fault.kill.returncode == 0, fault
-        else:
-            assert fault.kill is None and fault.server_returncode == -9, fault
-        assert fault.recovery_s is not None
+    assert_faults_proven(result)
     assert result.events_sent == 6000
     assert result.writes_applied > len(result.faults)
     assert_exact(result)
@@ -85,4 +121,38 @@ def test_soak_many_short_runs_gives_exact_results(
                          events=20000, windows=2 * len(plan), chunks=len(plan) + 2)
     result = runner.run(plan)
     assert len(result.faults) == len(plan)
+    assert_exact(result)
+
+
+def test_sigkill_with_thousands_of_series_per_window_gives_exact_results(
+        redis_server: RedisServer, influx_server: InfluxServer, tmp_path: Path) -> None:
+    """Kills and server faults while each window holds thousands of series: checkpoints, writes
+    and recovery are all larger than with the 120-series workload, and must stay exactly-once."""
+    influx_server.create_database("cardinality")
+    plan = ("random", "after_write", "stuck_write", "redis_restart", "random", "influx_outage")
+    runner = high_cardinality_runner(redis_server, influx_server, "cardinality", tmp_path, seed=SEED + 4,
+                                     plan=plan, users=3000, events=24000)
+    assert_high_cardinality(runner)
+    result = runner.run(plan)
+
+    assert [fault.kind for fault in result.faults] == list(plan)
+    assert_faults_proven(result)
+    assert result.events_sent == 24000
+    assert_exact(result)
+
+
+@pytest.mark.chaos
+def test_soak_high_cardinality_gives_exact_results(
+        redis_server: RedisServer, influx_server: InfluxServer, tmp_path: Path) -> None:
+    influx_server.create_database("cardinality_soak")
+    plan = tuple(kind for _ in range(2) for kind in ("random", "after_write", "stuck_write", "random",
+                                                      "redis_restart", "influx_paused", "sigterm",
+                                                      "after_write", "influx_outage", "random"))
+    runner = high_cardinality_runner(redis_server, influx_server, "cardinality_soak", tmp_path,
+                                     seed=SEED + 5, plan=plan, users=12000, events=160000)
+    assert_high_cardinality(runner, least=8000)
+    result = runner.run(plan)
+
+    assert len(result.faults) == len(plan)
+    assert_faults_proven(result)
     assert_exact(result)
