@@ -49,6 +49,25 @@ def test_workload_shape_many_series_windows_and_kinds() -> None:
     assert max(e.ts for e in events) - min(e.ts for e in events) < 300  # within default lateness
 
 
+def test_high_cardinality_option_keeps_the_default_and_makes_thousands_of_series() -> None:
+    # the default mix is the historical one, so existing seeds still mean the same events
+    assert ch.event_mix(None) == (0.40, 0.70, 0.85)
+    assert ch.make_workload(7, t0_s=T0, events=800, attachment_share=None) == ch.make_workload(
+        7, t0_s=T0, events=800)
+    workload = ch.make_workload(7, t0_s=T0, windows=2, events=8000, users=3000, attachment_share=0.9)
+    share = sum(e.measurement == "attachment_monitoring" for e in workload.events) / len(workload.events)
+    assert 0.88 <= share <= 0.92
+    assert {e.measurement for e in workload.events} == {"attachment_monitoring", "vector_classification",
+                                                       "engagement_engine_telemetry",
+                                                       "trust_recovery_telemetry"}
+    points = ch.reference_points(workload.events, workload.window_s)
+    per_window = ch.series_per_window(points)
+    assert min(n for (m, _), n in per_window.items() if m == "attachment_monitoring") >= 2000
+    assert sum(per_window.values()) == len(points)
+    with pytest.raises(ValueError):
+        ch.event_mix(1.0)
+
+
 def test_first_window_is_aligned_and_in_the_past() -> None:
     now = time.time()
     t0 = ch.first_window_for(now, 10.0, 20)
