@@ -2,10 +2,10 @@
 
 The worker loop (:mod:`consumer.worker`) asks this module three things: which shards are ours
 now (:meth:`Ownership.maintain`, every third of a lease), whether a shard's lease surely
-outlives a write (:meth:`Ownership.lease_time`), and to keep leases and the heartbeat fresh
-while it is busy (:meth:`Ownership.keep_if_due` between events of a long read, cheap: one
-monotonic clock comparison until a renewal is due; :meth:`Ownership.keeping_leases` from a helper
-thread while a write blocks). The leases themselves and the rendezvous assignment are in
+outlives a write (:meth:`Ownership.may_write`, asked by the writer thread, which only reads),
+and to keep leases and the heartbeat fresh while it is busy (:meth:`Ownership.keep_if_due`
+between events of a long read and while it waits for a write, cheap: one monotonic clock
+comparison until a renewal is due). The leases themselves and the rendezvous assignment are in
 :mod:`consumer.lease`.
 
 Taking a shard (:meth:`Ownership.open`) resumes from our own parked state when no one else
@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -146,45 +145,16 @@ class Ownership:
         if time.monotonic() >= self.next_maintenance:
             self.keep_alive()
 
-    def lease_time(self, state: ShardState) -> str:
-        """``ok`` when the lease surely outlives a write, ``wait`` when Redis cannot confirm, ``lost``."""
-        if state.shard not in self.shards:
+    def may_write(self, state: ShardState) -> str:
+        """``ok`` when ``state`` is still ours and its lease surely outlives a write, ``lost`` when
+        it is not ours any more, else ``wait`` (the loop renews; Redis may be unreachable).
+
+        Read-only, for the writer thread (:mod:`consumer.write_behind`): renewing and losing
+        shards stays with the loop, the only thread that changes :attr:`shards`.
+        """
+        if self.shards.get(state.shard) is not state:
             return "lost"
-        if self.leases.remaining_s(state.shard) >= self.config.lease_s / 2:
-            return "ok"
-        try:
-            renewed = self.leases.renew(state.shard)
-        except REDIS_ERRORS:
-            return "wait"
-        if not renewed:
-            self.lose(state)
-            return "lost"
-        return "ok"
-
-    @contextlib.contextmanager
-    def keeping_leases(self) -> Iterator[None]:
-        """Renew leases and heartbeat from a helper thread while a write blocks (a hanging InfluxDB
-        may hold it for the whole HTTP timeout, longer than a lease). Shards found lost meanwhile
-        are dropped once the write returns; fencing still refuses any stale checkpoint."""
-        done = threading.Event()
-        lost: list[int] = []
-
-        def keep() -> None:
-            while not done.wait(self.renew_every_s):
-                with contextlib.suppress(*REDIS_ERRORS, redis.ResponseError):
-                    lost.extend(shard for shard in self.leases.held() if not self.leases.renew(shard))
-                    self.leases.heartbeat()
-
-        keeper = threading.Thread(target=keep, name="telemetry-lease-keeper", daemon=True)
-        keeper.start()
-        try:
-            yield
-        finally:
-            done.set()
-            keeper.join()
-            for shard in lost:
-                if shard in self.shards:
-                    self.lose(self.shards[shard])
+        return "ok" if self.leases.remaining_s(state.shard) >= self.config.lease_s / 2 else "wait"
 
     # -- losing and taking ------------------------------------------------------------------
     def lose(self, state: ShardState) -> None:

@@ -8,14 +8,16 @@ Per owned shard, strictly in stream-id order::
       -> ShardWindows.record_batch: pseudonymise, validate, record (rejection: dead letter, as
          pseudonymised)
          (a raw-mode measurement's points are held there as they are, to be written one-for-one)
-      -> collect_due -> sink.write (retry with backoff; renews leases, stays responsive to stop)
-      -> ShardWindows.commit -> dead letters appended (idempotent) -> checkpoint (fenced Lua:
-         state + XACK) -> XTRIM MINID below what the group still needs
+      -> collect_due -> handed to the writer thread (:mod:`consumer.write_behind`: sink.write
+         with retry and backoff, in order, while the loop reads and records the next entries)
+      -> once written, ShardWindows.commit -> dead letters appended (idempotent)
+      -> checkpoint (fenced Lua: state + XACK) -> XTRIM MINID below what the group still needs
 
 What is acknowledged when: an entry is acknowledged only by the checkpoint that stores the
 window state containing its events; points already written are marked clean in that state,
-dirty ones are in it too. So a crash at any moment loses nothing and a restart re-derives
-exactly the state the dead worker had (see :mod:`consumer.checkpoint`).
+dirty ones are in it too (a write still in flight leaves its points dirty until the loop
+commits it). So a crash at any moment loses nothing and a restart re-derives exactly the state
+the dead worker had (see :mod:`consumer.checkpoint`).
 
 Ownership (:mod:`consumer.ownership`): shards are spread over live workers by rendezvous hashing
 and held with fenced leases (:mod:`consumer.lease`); maintenance every third of a lease renews
@@ -62,6 +64,7 @@ from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResul
 from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
 from consumer.upkeep import Checkpoints
 from consumer.window import Flush
+from consumer.write_behind import PendingWrite, WriteBehind, WriteTally
 from producers.wire import WireError, decode_entry
 
 logger = logging.getLogger(__name__)
@@ -94,7 +97,7 @@ class Worker:
         self.stats = SelfTelemetry(worker=self.worker_id, window_s=config.window_s,
                                    listener=self.metrics.listen)
         self.ownership = Ownership(config, self.leases, self.source, self.store, self.stats,
-                                   checkpoint=lambda state: self.checkpoints.save(state, trim=False))
+                                   checkpoint=self._hand_over)
         self.checkpoints = Checkpoints(config, self.source, self.store, self.letters, self.stats,
                                        lose=self.ownership.lose)
         self.shards: dict[int, ShardState] = self.ownership.shards   # the same dict, read by tests and tools
@@ -102,6 +105,8 @@ class Worker:
         self._outages = LogOnce(logger)
         self._started = time.monotonic()
         self._sink_down_at_stop = False
+        self._writes: WriteBehind[ShardState] = WriteBehind(self._write_job, key=lambda state: state.shard)
+        self._errors_seen: dict[int, int] = {}  # id(job) -> write errors already counted
 
     @property
     def config(self) -> WorkerConfig:
@@ -165,9 +170,10 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Stop reading; flush due windows once; checkpoint; release leases; one summary line."""
+        self.wait_for_writes()
         for state in list(self.shards.values()):
             try:
-                self._flush(state, state.windows.collect_due(self.clock(), idle=True))
+                self._flush_now(state, state.windows.collect_due(self.clock(), idle=True))
                 self.checkpoints.save(state, trim=False)
                 if state.shard in self.shards:
                     self.leases.release(state.shard)
@@ -176,6 +182,8 @@ class Worker:
                                "its entries from the last checkpoint", state.shard, exc)
         with contextlib.suppress(*REDIS_ERRORS):
             self.leases.leave()
+        self.wait_for_writes()  # the last self-telemetry report
+        self._writes.close()
         self.sink.close()
         logger.info("worker %s stopped after %.1fs: %s", self.worker_id, time.monotonic() - self._started,
                     self.stats.summary())
@@ -185,20 +193,26 @@ class Worker:
         """One read-process-flush-checkpoint cycle; True when a drain has finished."""
         if self.ownership.due():
             self.ownership.maintain()
+        self._settle()
         got, read_any = self._read()
         now = self.clock()
         for state in list(self.shards.values()):
             entries = got.get(state.shard, [])
             if entries:
                 self._process(state, entries, now)
+            if self._writes.busy(state):
+                continue  # its flush is still out: collecting would repeat it, acking would run ahead
+            if self._checkpoint_due(state):
+                self.checkpoints.save(state)
+            if state.shard not in self.shards:
+                continue
             if state.paused:    # over the budget: write everything pending now, even if not due
                 self._flush(state, state.windows.collect_all())
             else:
                 self._flush(state, state.windows.collect_due(now, idle=not entries))
-            if state.shard in self.shards and self._checkpoint_due(state):
-                self.checkpoints.save(state)
+        self._settle()
         self._report(now)
-        if self.config.drain and not read_any and self._all_caught_up():
+        if self.config.drain and not read_any and not self._writes.pending and self._all_caught_up():
             self._finish_drain()
             return True
         return False
@@ -215,13 +229,18 @@ class Worker:
             else:
                 state.backlog_until = None
         readable = [s.shard for s in self.shards.values() if not s.backlog_until and not self._over_budget(s)]
+        writing = self._writes.pending
         if readable:
-            block = None if (got or self.config.drain) else self.config.block_ms
+            block = None if (got or self.config.drain or writing) else self.config.block_ms
             try:
                 got.update(self.source.read_new(readable, count=self.config.read_count, block_ms=block))
             except GroupMissing:
                 self.ownership.recreate_groups(readable)
-        elif not got:
+        if got:
+            pass
+        elif writing:  # nothing to read: wait for the write instead (its commit is the next work)
+            self._writes.wait(self.config.block_ms / 1000)
+        elif not readable:
             self._stop.wait(self.config.block_ms / 1000)
         if self.config.drain and not got:
             self._stop.wait(0.05)  # waiting for a shard's lease: do not spin
@@ -257,7 +276,7 @@ class Worker:
 
     def _finish_drain(self) -> None:
         for state in list(self.shards.values()):
-            self._flush(state, state.windows.collect_all())
+            self._flush_now(state, state.windows.collect_all())
             if state.shard in self.shards:
                 self.checkpoints.save(state)
         self._report(self.clock(), force=True)
@@ -319,12 +338,53 @@ class Worker:
 
     # -- writing ----------------------------------------------------------------------------
     def _flush(self, state: ShardState, flush: Flush) -> None:
-        """Write a flush's points; commit them in the window state once the sink has them."""
-        if not flush.points:
-            return
-        result = self._write(state, flush.points)
-        if result is None:
-            return  # stopped or lost the shard: the windows stay dirty (and checkpointed so)
+        """Hand a flush's points to the writer thread; :meth:`_settle` commits them once written."""
+        if flush.points:
+            self._writes.submit(state, flush, flush.points)
+
+    def _flush_now(self, state: ShardState, flush: Flush) -> None:
+        """Write a flush and commit it before returning (drain, shutdown)."""
+        self._flush(state, flush)
+        self.wait_for_writes(state)
+
+    def wait_for_writes(self, state: ShardState | None = None) -> None:
+        """Wait for the writes out (of ``state``'s shard, or all), keeping leases; then commit them."""
+        while self._writes.outstanding(state):
+            if not self._writes.wait(WAIT_STEP_S, state=state):
+                self.ownership.keep_if_due()
+                self.metrics.beat()
+        self._settle()
+
+    def _hand_over(self, state: ShardState) -> None:
+        """Before a shard moves to another worker: its write is in and committed, then checkpointed.
+
+        Else our write could land after the new owner's newer one and leave the older value.
+        """
+        self.wait_for_writes(state)
+        self.checkpoints.save(state, trim=False)
+
+    def _settle(self) -> None:
+        """Commit the writes the thread finished; count the errors of those still retrying."""
+        for job in self._writes.jobs():
+            if job.state is not None:
+                self._count_errors(job.state, job)
+        for job in self._writes.finished():
+            self._errors_seen.pop(id(job), None)
+            if job.state is None or job.result is None:
+                continue  # self-telemetry, or stopped / lost the shard: the windows stay dirty
+            for latency_ms in job.tally.latencies_ms:
+                self.stats.latency(job.state.shard, latency_ms)
+            self._committed(job.state, job.flush, job.result)  # type: ignore[arg-type]
+
+    def _count_errors(self, state: ShardState, job: PendingWrite[ShardState]) -> None:
+        errors = job.tally.errors
+        seen = self._errors_seen.get(id(job), 0)
+        if errors > seen:
+            self.stats.count(state.shard, "write_errors", errors - seen)
+            self._errors_seen[id(job)] = errors
+
+    def _committed(self, state: ShardState, flush: Flush, result: WriteResult) -> None:
+        """The sink has the flush: mark it clean, count it, dead-letter what InfluxDB refused."""
         state.windows.commit(flush)
         state.dirty = True
         self.stats.count(state.shard, "points_out", result.written)
@@ -335,36 +395,43 @@ class Worker:
                                 {"measurement": point.measurement, "time_ns": str(point.time_ns)})
             self._dead(state, letter)
 
-    def _write(self, state: ShardState, points: Sequence[Point]) -> WriteResult | None:
+    def _write_job(self, job: PendingWrite[ShardState]) -> WriteResult | None:
+        """On the writer thread: a shard's flush with retries; self-telemetry once, best effort."""
+        if job.state is None:
+            with contextlib.suppress(SinkError):
+                return self.sink.write(job.points)
+            return None
+        return self._write(job.state, job.points, job.tally)
+
+    def _write(self, state: ShardState, points: Sequence[Point], tally: WriteTally) -> WriteResult | None:
         """Write with retries until it succeeds; None when the shard was lost or the worker stops."""
         backoff = Backoff()
         while True:
             if self.stopping and self._sink_down_at_stop:
                 return None  # one failed write at shutdown is enough: exit within seconds
-            lease = self.ownership.lease_time(state)
+            lease = self.ownership.may_write(state)
             if lease == "lost":
                 return None
             if lease == "ok":
                 started = time.monotonic()
                 try:
-                    with self.ownership.keeping_leases():
-                        result = self.sink.write(points)
+                    result = self.sink.write(points)
                 except SinkError as exc:
-                    delay = self._sink_failed(state, exc, backoff)
+                    tally.errors += 1
+                    delay = self._sink_failed(exc, backoff)
                 else:
-                    self.stats.latency(state.shard, (time.monotonic() - started) * 1000)
+                    tally.latencies_ms.append((time.monotonic() - started) * 1000)
                     if self._outages.over("sink-down"):
                         logger.info("sink at %s is writable again", redact_url(self.config.influx_url))
                     return result
             else:
-                delay = backoff.next_delay()  # Redis cannot confirm the lease: do not risk a stale write
+                delay = WAIT_STEP_S  # the loop renews the lease; do not risk a stale write meanwhile
             if self.stopping:
                 self._sink_down_at_stop = True
                 return None
-            self._wait(delay)
+            self._stop.wait(delay)
 
-    def _sink_failed(self, state: ShardState, exc: SinkError, backoff: Backoff) -> float:
-        self.stats.count(state.shard, "write_errors")
+    def _sink_failed(self, exc: SinkError, backoff: Backoff) -> float:
         delay = backoff.delay_for(exc)
         url = redact_url(self.config.influx_url)
         if isinstance(exc, SinkUnavailable):
@@ -377,18 +444,6 @@ class Worker:
                            "token/database settings, see `telemetry doctor`", url, exc, delay)
         return delay
 
-    def _wait(self, delay_s: float) -> bool:
-        """Sleep ``delay_s`` in small steps, keeping leases and heartbeat; False when stopping."""
-        deadline = time.monotonic() + delay_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            if self._stop.wait(min(WAIT_STEP_S, remaining)):
-                return False
-            self.ownership.keep_if_due()
-            self.metrics.beat()
-
     # -- reporting --------------------------------------------------------------------------
     def _report(self, now: float, *, force: bool = False) -> None:
         for state in self.shards.values():
@@ -396,9 +451,7 @@ class Worker:
         if not (force or self.stats.due(now)):
             return
         points = self.stats.collect(now, sorted(self.shards))
-        # best effort: the data's own write path reports an outage
-        with contextlib.suppress(SinkError):
-            self.sink.write(points)
+        self._writes.submit(None, None, points)  # best effort: the data's own writes report an outage
 
 
 def run_worker(config: WorkerConfig) -> int:

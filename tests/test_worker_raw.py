@@ -113,21 +113,26 @@ def test_pending_raw_points_pause_reading_at_the_memory_budget(client: fakeredis
     worker = Worker(_config(shards=1, drain=False, max_open_series=3), client=client, sink=sink)
     write = worker._write
     # while the sink is down, a poll's write gives up at once (as at a stop) instead of retrying
-    worker._write = lambda state, points: None if sink.down else write(state, points)  # type: ignore[method-assign]
-    worker.poll_once()
+    worker._write = lambda state, points, tally: None if sink.down else write(state, points, tally)  # type: ignore[method-assign]
+
+    def poll() -> None:
+        worker.poll_once()
+        worker.wait_for_writes()
+
+    poll()
     assert worker.shards[0].windows.raw_pending == 5        # not written: the sink is down
     producer.send(_points(t0, 5, 1))
-    worker.poll_once()
+    poll()
     assert worker.shards[0].paused                          # over the budget: the new entry waits
     assert worker.stats.totals["events_in"] == 5
     assert client.xinfo_groups(stream_key(PREFIX, 0))[0]["lag"] == 1
     sink.down = False
-    worker.poll_once()                                      # written: below the budget again
+    poll()                                                  # written: below the budget again
     assert worker.shards[0].windows.raw_pending == 0
-    worker.poll_once()
+    poll()
     assert not worker.shards[0].paused
     assert worker.stats.totals["events_in"] == 6
-    worker.poll_once()
+    poll()
     assert _raw(sink) == _expected(t0, 6)
 
 
@@ -172,9 +177,10 @@ def test_a_checkpoint_taken_while_the_sink_is_down_holds_the_pending_raw_points(
     crashed = Worker(_config(shards=1, drain=False, checkpoint_interval_s=0.001, consumer="crashed"),
                      client=client, sink=down)
     write = crashed._write
-    crashed._write = lambda state, points: None if down.down else write(state, points)  # type: ignore[method-assign]
+    crashed._write = lambda state, points, tally: None if down.down else write(state, points, tally)  # type: ignore[method-assign]
     for _ in range(3):
         crashed.poll_once()
+        crashed.wait_for_writes()
     assert crashed.shards[0].windows.raw_pending == 8
     assert client.xpending(stream_key(PREFIX, 0), "aggregator")["pending"] == 0   # acknowledged...
     assert down.points() == []                                                       # ...not written
