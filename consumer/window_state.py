@@ -12,7 +12,6 @@ checkpoint is exact.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
 from typing import Any, Final
 
 import msgpack
@@ -260,21 +259,29 @@ def _decode_accumulator(data: list[Any]) -> list[Any]:
     return list(data)
 
 
-def _pairs(flat: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    items = list(flat)
-    return tuple(zip(items[0::2], items[1::2], strict=True))
+def _pairs(tags: list[Any]) -> tuple[tuple[str, str], ...]:
+    """A record's tags: ``[[name, value], ...]``, or flat ``[name, value, ...]`` as before."""
+    if tags and tags[0].__class__ is list:
+        return tuple((name, value) for name, value in tags)
+    return tuple(zip(tags[0::2], tags[1::2], strict=True))
 
 
 def encode_series(s: Series) -> list[Any]:
-    """One series' record in a snapshot or checkpoint segment (msgpack-friendly)."""
-    return [s.key[0], [item for pair in s.key[1] for item in pair], s.count, s.version, s.committed,
-            {name: _encode_accumulator(acc) for name, acc in s.fields.items()}]
+    """One series' record in a snapshot or checkpoint segment (msgpack-friendly).
+
+    Packed at once by the caller, so the key's tuples and the accumulators' lists go in as they
+    are (no copies: this runs for every changed series of every checkpoint); a sketch is made state.
+    """
+    fields = s.fields
+    if any(acc[0] == SUMMARY for acc in fields.values()):
+        fields = {name: _encode_accumulator(acc) for name, acc in fields.items()}
+    return [s.key[0], s.key[1], s.count, s.version, s.committed, fields]
 
 
 def decode_series(record: list[Any]) -> Series:
     """The series :func:`encode_series` recorded."""
-    measurement, flat_tags, count, version, committed, fields = record
-    series = Series((measurement, _pairs(flat_tags)))
+    measurement, tags, count, version, committed, fields = record
+    series = Series((measurement, _pairs(tags)))
     series.count, series.version, series.committed = count, version, committed
     series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
     return series

@@ -26,7 +26,7 @@ from consumer.errors import Fenced
 from consumer.lease import LeaseManager
 from consumer.window import Flush, ShardWindows
 from consumer.window_log import MAX_SEGMENTS, SEGMENT
-from consumer.window_state import decode_window, encode_series, unpack_snapshot
+from consumer.window_state import decode_series, decode_window, encode_series, unpack_snapshot
 from producers.wire import KIND_COUNT, KIND_EMIT, KIND_OBSERVE
 from tests.services import RedisServer
 from tests.stream_setup import delivered_entries
@@ -265,3 +265,16 @@ def test_a_checkpoint_of_the_single_blob_layout_restores_and_is_replaced(redis_s
     assert canonical(again) == canonical(windows)
     assert msgpack.unpackb(client.hget(saver.store.key(0), "dh")) == 102
     assert not again_dedupe.admit("producer-a", 7, 104)
+
+
+def test_a_series_record_with_flat_tags_from_before_still_decodes() -> None:
+    windows = populated(3)
+    window = next(iter(windows._windows.values()))
+    for series in window.series.values():
+        record = msgpack.unpackb(msgpack.packb(encode_series(series)), raw=False)
+        flat = [*record[:1], [item for pair in series.key[1] for item in pair], *record[2:]]
+        for form in (record, flat):
+            decoded = decode_series(form)
+            assert decoded.key == series.key and decoded.fields == series.fields
+            assert (decoded.count, decoded.version, decoded.committed) == (
+                series.count, series.version, series.committed)
