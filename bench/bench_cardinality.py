@@ -54,6 +54,8 @@ PROFILE_STEPS: Final = (10_000, 40_000)
 PIPELINE_ENTRIES: Final = 200
 TIMEOUT_S: Final = 180.0
 POLL_S: Final = 0.1
+QUERY_POLL_S: Final = 0.5
+"""Between two sums asked of influxd: a sum over 100,000 series costs it what the writes need."""
 REPEATS: Final = 3
 RESULTS_DIR: Final = Path(__file__).parent
 
@@ -184,14 +186,14 @@ def _sums(influx: InfluxServer, db: str) -> tuple[int, int]:
     return (int(rows[0]["sum"] or 0), int(rows[0]["count"] or 0)) if rows else (0, 0)
 
 
-def _wait(predicate: Any, what: str, proc: ch.WorkerProcess) -> None:
+def _wait(predicate: Any, what: str, proc: ch.WorkerProcess, poll_s: float = POLL_S) -> None:
     deadline = time.monotonic() + TIMEOUT_S
     while not predicate():
         if not proc.alive():
             raise AssertionError(f"worker exited while waiting for {what}:\n{proc.log_tail()}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
 
 def _rss(pid: int, field: str) -> int:
@@ -225,7 +227,7 @@ def _worker_run(step: Step, client: Any, redis_url: str, influx: InfluxServer, d
         started = time.perf_counter()
         _fill(client, step.entries)
         _wait(lambda: caught_up(client, SHARDS), "every entry acknowledged", proc)
-        _wait(lambda: _sums(influx, db)[0] >= step.events, "every event in InfluxDB", proc)
+        _wait(lambda: _sums(influx, db)[0] >= step.events, "every event in InfluxDB", proc, QUERY_POLL_S)
         seconds = time.perf_counter() - started
         peak_rss = _rss(proc.pid, "VmHWM")
         time.sleep(1.5)  # the checkpoint after the last commit (interval 1 s)

@@ -1,15 +1,17 @@
 """Writes made on a thread while the loop goes on reading and recording.
 
 Why: at tens of thousands of series per window a worker spent a third of its time waiting for
-influxd's answer to its own writes (docs/scaling.md). Here a write is handed to one writer
+influxd's answer to its own writes (docs/scaling.md). Here a write is handed to a writer
 thread; while it waits on the socket (the GIL released), the loop decodes and records the
-next entries, checkpoints, and hands over the next shard's points.
+next entries, checkpoints, and hands over the next shard's points, which another writer
+thread may send meanwhile (:data:`WRITERS` requests in flight, one per group of shards).
 
 What stays as it was:
 
-* **Order.** One thread, first in first out, and at most one flush per shard in flight (the
-  loop does not collect a shard whose flush is still out): a series' points reach InfluxDB
-  in the order they were collected, so a newer value is never overwritten by an older one.
+* **Order.** A shard's writes always go to the same thread, first in first out, and at most
+  one flush per shard is out (the loop does not collect a shard whose flush is still out): a
+  series' points reach InfluxDB in the order they were collected, so a newer value is never
+  overwritten by an older one.
 * **Commit.** Only the loop changes window state: it commits a finished flush in
   :meth:`WriteBehind.finished`, so a failed or abandoned write leaves exactly its points dirty,
   and the checkpoints taken meanwhile hold them as dirty (a restart writes them again).
@@ -23,10 +25,13 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from consumer.model import Point
 from consumer.sinks import WriteResult
+
+WRITERS: Final = 2
+"""Writer threads: two requests in flight let influxd work on one while it receives the next."""
 
 State = TypeVar("State")
 Writer = Callable[["PendingWrite[State]"], WriteResult | None]
@@ -54,23 +59,26 @@ class PendingWrite(Generic[State]):
 
 
 class WriteBehind(Generic[State]):
-    """One writer thread, a FIFO of :class:`PendingWrite`, at most one per shard key."""
+    """Writer threads, each a FIFO of :class:`PendingWrite`; a shard key always goes to the same one."""
 
-    def __init__(self, write: Writer[State], *, key: Callable[[State], int]) -> None:
+    def __init__(self, write: Writer[State], *, key: Callable[[State], int], writers: int = WRITERS) -> None:
         self._write = write
         self._key = key
-        self._queue: queue.SimpleQueue[PendingWrite[State] | None] = queue.SimpleQueue()
+        self._queues: list[queue.SimpleQueue[PendingWrite[State] | None]] = [
+            queue.SimpleQueue() for _ in range(writers)]
         self._pending: list[PendingWrite[State]] = []
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def submit(self, state: State | None, flush: object, points: Sequence[Point]) -> PendingWrite[State]:
-        """Queue ``points`` for writing; the thread starts with the first write."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
-            self._thread.start()
+        """Queue ``points`` for writing (``state`` ``None``: on the first thread); threads start here."""
+        if not self._threads:
+            self._threads = [threading.Thread(target=self._run, args=(q,), name=f"telemetry-writer-{n}",
+                                              daemon=True) for n, q in enumerate(self._queues)]
+            for thread in self._threads:
+                thread.start()
         job: PendingWrite[State] = PendingWrite(state, flush, points)
         self._pending.append(job)
-        self._queue.put(job)
+        self._queues[0 if state is None else self._key(state) % len(self._queues)].put(job)
         return job
 
     def busy(self, state: State) -> bool:
@@ -113,15 +121,16 @@ class WriteBehind(Generic[State]):
                 and (key is None or (job.state is not None and self._key(job.state) == key))]
 
     def close(self) -> None:
-        """Stop the thread once the queue is empty (the loop has waited for what it needs)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        """Stop the threads once their queues are empty (the loop has waited for what it needs)."""
+        for q in self._queues:
+            q.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads = []
 
-    def _run(self) -> None:
+    def _run(self, jobs: queue.SimpleQueue[PendingWrite[State] | None]) -> None:
         while True:
-            job = self._queue.get()
+            job = jobs.get()
             if job is None:
                 return
             try:

@@ -83,24 +83,30 @@ def test_a_handover_waits_for_the_write_then_checkpoints(redis_server: RedisServ
     assert worker.ownership.new_state(0, "next", checkpoint.fields).windows.dirty_count == 1
 
 
-def _jobs_written(order: list[int]) -> WriteBehind[int]:
+def _jobs_written(order: list[int], writers: int) -> WriteBehind[int]:
     def write(job: PendingWrite[int]) -> WriteResult:
         assert job.state is not None
         order.append(job.state)
         return WriteResult(written=len(job.points))
-    return WriteBehind(write, key=lambda shard: shard % 10)
+    return WriteBehind(write, key=lambda shard: shard % 10, writers=writers)
 
 
-def test_writes_are_made_in_order_and_a_shard_is_busy_until_settled() -> None:
+@pytest.mark.parametrize("writers", [1, 2, 3])
+def test_a_shards_writes_are_made_in_order_and_it_is_busy_until_settled(writers: int) -> None:
     order: list[int] = []
-    writes = _jobs_written(order)
-    jobs = [writes.submit(shard, None, []) for shard in (1, 12, 3)]
+    writes = _jobs_written(order, writers)
+    submitted = (1, 12, 3, 11, 22, 21)
+    jobs = [writes.submit(shard, None, []) for shard in submitted]
     assert writes.busy(2) and writes.busy(1) and not writes.busy(4)
     for job in jobs:
         assert job.done.wait(5)
     assert writes.busy(1)                  # done, not yet settled: collecting again would repeat it
     assert writes.finished() == jobs and not writes.busy(1) and writes.pending == 0
-    assert order == [1, 12, 3]
+    assert sorted(order) == sorted(submitted)
+    for key in (1, 2, 3):                  # one key, one thread: in the order they were handed over
+        assert [s for s in order if s % 10 == key] == [s for s in submitted if s % 10 == key]
+    if writers == 1:
+        assert order == list(submitted)
     writes.close()
 
 
