@@ -203,6 +203,13 @@ def _rss(pid: int, field: str) -> int:
     return 0
 
 
+def _state_bytes(client: Any, shard: int) -> int:
+    """``MEMORY USAGE`` of a shard's checkpoint, every field counted (a checkpoint must exist)."""
+    used = client.memory_usage(state_key(ch.PREFIX, shard), samples=0)
+    assert used is not None, f"shard {shard} has no checkpoint in Redis"
+    return int(used)
+
+
 def _fill(client: Any, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> None:
     for begin in range(0, len(entries), PIPELINE_ENTRIES):
         pipe = client.pipeline(transaction=False)
@@ -231,8 +238,7 @@ def _worker_run(step: Step, client: Any, redis_url: str, influx: InfluxServer, d
         seconds = time.perf_counter() - started
         peak_rss = _rss(proc.pid, "VmHWM")
         time.sleep(1.5)  # the checkpoint after the last commit (interval 1 s)
-        redis_bytes = sum(int(client.memory_usage(state_key(ch.PREFIX, shard)) or 0)
-                          for shard in range(SHARDS))
+        redis_bytes = sum(_state_bytes(client, shard) for shard in range(SHARDS))
     finally:
         proc.terminate()
     events, points = _sums(influx, db)
