@@ -142,7 +142,7 @@ def _stage_rates(raws: list[list[Any]], events: list[Event], now_s: float) -> li
             record_batch(raws[b:b + 100], b // 100, 0, now_s, privacy)
 
     def per_entry_pseudonymised(windows: ShardWindows, start: int) -> None:
-        per_entry(windows, start, pseudonymizer.apply)
+        per_entry(windows, start, pseudonymizer.wire_event)  # as the worker does
 
     def decode_per_entry(windows: ShardWindows, start: int) -> None:
         record_batch = windows.record_batch
