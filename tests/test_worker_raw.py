@@ -26,7 +26,8 @@ RAW = "audit_events"
 
 
 def _t0_ns() -> int:
-    return int(time.time() - 600) * 1_000_000_000
+    """Ten minutes ago, at the start of a 10 s window (so t0 + 1 s and t0 + 2 s share one)."""
+    return int(time.time() - 600) // 10 * 10 * 1_000_000_000
 
 
 def _config(**overrides: Any) -> WorkerConfig:
