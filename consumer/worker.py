@@ -106,7 +106,6 @@ class Worker:
         self._started = time.monotonic()
         self._sink_down_at_stop = False
         self._writes: WriteBehind[ShardState] = WriteBehind(self._write_job, key=lambda state: state.shard)
-        self._errors_seen: dict[int, int] = {}  # id(job) -> write errors already counted
 
     @property
     def config(self) -> WorkerConfig:
@@ -236,11 +235,9 @@ class Worker:
                 got.update(self.source.read_new(readable, count=self.config.read_count, block_ms=block))
             except GroupMissing:
                 self.ownership.recreate_groups(readable)
-        if got:
-            pass
-        elif writing:  # nothing to read: wait for the write instead (its commit is the next work)
+        if not got and writing:  # nothing to read: wait for the write (its commit is the next work)
             self._writes.wait(self.config.block_ms / 1000)
-        elif not readable:
+        elif not got and not readable:
             self._stop.wait(self.config.block_ms / 1000)
         if self.config.drain and not got:
             self._stop.wait(0.05)  # waiting for a shard's lease: do not spin
@@ -367,21 +364,19 @@ class Worker:
         """Commit the writes the thread finished; count the errors of those still retrying."""
         for job in self._writes.jobs():
             if job.state is not None:
-                self._count_errors(job.state, job)
+                self._count_errors(job.state, job.tally)
         for job in self._writes.finished():
-            self._errors_seen.pop(id(job), None)
             if job.state is None or job.result is None:
                 continue  # self-telemetry, or stopped / lost the shard: the windows stay dirty
             for latency_ms in job.tally.latencies_ms:
                 self.stats.latency(job.state.shard, latency_ms)
             self._committed(job.state, job.flush, job.result)  # type: ignore[arg-type]
 
-    def _count_errors(self, state: ShardState, job: PendingWrite[ShardState]) -> None:
-        errors = job.tally.errors
-        seen = self._errors_seen.get(id(job), 0)
-        if errors > seen:
-            self.stats.count(state.shard, "write_errors", errors - seen)
-            self._errors_seen[id(job)] = errors
+    def _count_errors(self, state: ShardState, tally: WriteTally) -> None:
+        errors = tally.errors
+        if errors > tally.errors_counted:
+            self.stats.count(state.shard, "write_errors", errors - tally.errors_counted)
+            tally.errors_counted = errors
 
     def _committed(self, state: ShardState, flush: Flush, result: WriteResult) -> None:
         """The sink has the flush: mark it clean, count it, dead-letter what InfluxDB refused."""

@@ -24,15 +24,10 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from consumer.model import Point
 from consumer.sinks import WriteResult
-
-WRITERS: Final = 1
-"""Writer threads. One: a second (two requests in flight) measured no gain on a two-core machine
-(bench cardinality, 40,000 series: 7,055 and 7,245 points/s), and one writer keeps a single
-order for all of a worker's writes."""
 
 State = TypeVar("State")
 Writer = Callable[["PendingWrite[State]"], WriteResult | None]
@@ -43,6 +38,8 @@ class WriteTally:
     """What a write cost, counted by the thread and added to the statistics by the loop."""
 
     errors: int = 0
+    errors_counted: int = 0
+    """Of ``errors``, those the loop has added to the statistics (it counts them while retrying)."""
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -60,26 +57,28 @@ class PendingWrite(Generic[State]):
 
 
 class WriteBehind(Generic[State]):
-    """Writer threads, each a FIFO of :class:`PendingWrite`; a shard key always goes to the same one."""
+    """One writer thread and its FIFO of :class:`PendingWrite`.
 
-    def __init__(self, write: Writer[State], *, key: Callable[[State], int], writers: int = WRITERS) -> None:
+    One thread: a second (two requests in flight) measured no gain on a two-core machine (bench
+    cardinality, 40,000 series: 7,055 and 7,245 points/s), and one keeps a single order for all
+    of a worker's writes.
+    """
+
+    def __init__(self, write: Writer[State], *, key: Callable[[State], int]) -> None:
         self._write = write
         self._key = key
-        self._queues: list[queue.SimpleQueue[PendingWrite[State] | None]] = [
-            queue.SimpleQueue() for _ in range(writers)]
+        self._queue: queue.SimpleQueue[PendingWrite[State] | None] = queue.SimpleQueue()
         self._pending: list[PendingWrite[State]] = []
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
 
     def submit(self, state: State | None, flush: object, points: Sequence[Point]) -> PendingWrite[State]:
-        """Queue ``points`` for writing (``state`` ``None``: on the first thread); threads start here."""
-        if not self._threads:
-            self._threads = [threading.Thread(target=self._run, args=(q,), name=f"telemetry-writer-{n}",
-                                              daemon=True) for n, q in enumerate(self._queues)]
-            for thread in self._threads:
-                thread.start()
+        """Queue ``points`` for writing; the thread starts with the first write."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
+            self._thread.start()
         job: PendingWrite[State] = PendingWrite(state, flush, points)
         self._pending.append(job)
-        self._queues[0 if state is None else self._key(state) % len(self._queues)].put(job)
+        self._queue.put(job)
         return job
 
     def busy(self, state: State) -> bool:
@@ -122,16 +121,15 @@ class WriteBehind(Generic[State]):
                 and (key is None or (job.state is not None and self._key(job.state) == key))]
 
     def close(self) -> None:
-        """Stop the threads once their queues are empty (the loop has waited for what it needs)."""
-        for q in self._queues:
-            q.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        self._threads = []
+        """Stop the thread once its queue is empty (the loop has waited for what it needs)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5.0)
+            self._thread = None
 
-    def _run(self, jobs: queue.SimpleQueue[PendingWrite[State] | None]) -> None:
+    def _run(self) -> None:
         while True:
-            job = jobs.get()
+            job = self._queue.get()
             if job is None:
                 return
             try:

@@ -60,8 +60,7 @@ class InfluxV1Sink:
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if user:
             self._headers.update(urllib3.make_headers(basic_auth=f"{user}:{password or ''}"))
-        # one connection per writer thread (consumer.write_behind), kept between writes
-        self._pool: urllib3.PoolManager | None = urllib3.PoolManager(retries=False, maxsize=4)
+        self._pool: urllib3.PoolManager | None = urllib3.PoolManager(retries=False)
 
     def __repr__(self) -> str:
         return f"InfluxV1Sink({self.url!r}, db={self.db!r}, rp={self.rp!r})"
