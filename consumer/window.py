@@ -85,6 +85,8 @@ from consumer.point_events import as_emit, input_rejection
 from consumer.raw_points import RawPoints
 from consumer.validate import (
     EVENT_COUNT_FIELD,
+    GOOD_NAMES,
+    GOOD_TAG_VALUES,
     MAX_TS_S,
     MIN_TS_S,
     validate,
@@ -223,7 +225,7 @@ class ShardWindows:
         window.blob = None
         series = window.aliases.get((event.measurement, *event.tags, *event.tags.values()))
         if series is None:
-            series = self._find_series(window, event)
+            series = self._find_series(window, event.measurement, event.tags)
         series.count += 1
         series.version += 1
         window.dirty.add(series)
@@ -293,6 +295,8 @@ class ShardWindows:
                                 series = aliases.get((name, *tags, *tags.values()))
                             except TypeError:  # an unhashable tag value: the one-by-one path says so
                                 series = None
+                            if series is None and privacy is None:
+                                series = self._open_series(current, name, tags)
                             if series is not None:
                                 if current.flushed:
                                     self.late_events += 1
@@ -368,14 +372,33 @@ class ShardWindows:
         rejection = measurement.admit(event)
         return rejection if rejection is not None else self.record(event, now_s)
 
-    def _find_series(self, window: Window, event: Event) -> Series:
-        """The series of ``event`` by its canonical (sorted) key, created or collapsed as needed.
+    def _open_series(self, window: Window, measurement: str, tags: dict[Any, Any]) -> Series | None:
+        """:meth:`record_batch`'s first event of a series in a window, or ``None`` for the slow path.
+
+        A new series is the common case at high cardinality (one per user and bot in every
+        window), so it must not cost an ``Event`` and a second pass of checks. This is what
+        :func:`~consumer.validate.validate` then :meth:`record` do for it, when every tag name
+        and value is one validation has passed before (the same memo its fast path reads) and
+        the cardinality guard has room; anything else (an unseen or empty value, a collapse,
+        which must be counted) returns ``None`` and goes one by one.
+        """
+        names, values = GOOD_NAMES, GOOD_TAG_VALUES
+        for key, value in tags.items():
+            if key not in names or value.__class__ is not str or value not in values:
+                return None
+        if window.per_measurement.get(measurement, 0) >= self._max_series:
+            return None
+        return self._find_series(window, measurement, tags)
+
+    def _find_series(self, window: Window, measurement: str, tags: dict[str, str]) -> Series:
+        """The series of ``measurement`` and ``tags`` by its canonical (sorted) key, created or
+        collapsed as needed.
 
         The hot path looks series up by the tags in the order the event carries them (no sort);
         this maps a new order to the canonical series once and remembers it, except for events
         collapsed by the cardinality guard, which always come here so they are counted.
         """
-        key = (event.measurement, tuple(sorted(event.tags.items())))
+        key = (measurement, tuple(sorted(tags.items())))
         series = window.series.get(key)
         if series is None:
             shared = self._shared(key)
@@ -384,11 +407,11 @@ class ShardWindows:
                 return series  # collapsed: overflow
         if len(window.aliases) >= self._alias_limit:
             window.aliases.clear()  # many tag orders: bound the memo, it refills itself
-        measurement, pairs = series.key
-        names = {name: name for name, _ in pairs}
-        values = dict(pairs)
-        window.aliases[(measurement, *(names[name] for name in event.tags),
-                        *(values[name] for name in event.tags))] = series
+        shared_measurement, pairs = series.key
+        by_name = {pair[0]: pair for pair in pairs}
+        ordered = [by_name[name] for name in tags]  # the shared pairs, in the event's order
+        window.aliases[(shared_measurement, *[pair[0] for pair in ordered],
+                        *[pair[1] for pair in ordered])] = series
         return series
 
     def _shared(self, key: SeriesKey) -> SeriesKey:
@@ -403,10 +426,21 @@ class ShardWindows:
         if len(pool) >= self._alias_limit:
             pool.clear()  # a flood of new values: bound the pool, it refills itself
         high = self._overflow_tags
-        pairs = tuple((pool.setdefault(name, name), value) if name in high
-                      else pool.setdefault((name, value), (pool.setdefault(name, name), value))
-                      for name, value in key[1])
-        return pool.setdefault(key[0], key[0]), pairs
+        pairs = []
+        for pair in key[1]:
+            name = pair[0]
+            if name in high:
+                shared_name = pool.get(name)
+                if shared_name is None:
+                    shared_name = pool[name] = name
+                pairs.append((shared_name, pair[1]))
+            else:
+                shared_pair = pool.get(pair)
+                if shared_pair is None:
+                    shared_pair = pool[pair] = (pool.setdefault(name, name), pair[1])
+                pairs.append(shared_pair)
+        measurement = key[0]
+        return pool.setdefault(measurement, measurement), tuple(pairs)
 
     def _new_series(self, window: Window, key: SeriesKey) -> Series:
         measurement = key[0]

@@ -140,3 +140,28 @@ def test_an_entry_recorded_in_slices_is_the_entry_recorded_whole() -> None:
     assert whole.snapshot() == sliced.snapshot()
     (point,) = sliced.collect_all().points
     assert point.fields["g"] == 4.0  # equal event times: the last position wins
+
+
+def test_a_new_series_with_known_tag_values_opens_on_the_fast_path() -> None:
+    """At high cardinality most events open a series: one with validated tags skips validate()."""
+    windows = ShardWindows(**CONFIG)
+    seen = [[0, "m", BASE_S + 0.5, {"user_id": user, "bot": "elena"}, {"x": 1.0}] for user in ("u1", "u2")]
+    assert windows.record_batch(seen, 1, 0, BASE_S) == []
+    calls = []
+    original = windows._record_one
+
+    def spy(*args: Any) -> Any:
+        calls.append(args[3])
+        return original(*args)
+
+    windows._record_one = spy  # type: ignore[method-assign]
+    later = BASE_S + 2.5  # the next window: both series are new there, their tag values known
+    events = [[0, "m", later, {"user_id": "u1", "bot": "elena"}, {"x": 1.0}],  # opens the window
+              [0, "m", later, {"bot": "elena", "user_id": "u2"}, {"x": 2.0}],
+              [0, "m", later, {"user_id": "u2", "bot": "elena"}, {"x": 4.0}],
+              [0, "m", later, {"user_id": "u9", "bot": "elena"}, {"x": 8.0}]]
+    assert windows.record_batch(events, 2, 0, BASE_S + 2) == []
+    assert calls == [0, 3]  # the window's first event and the unseen value "u9" went one by one
+    points = sorted(windows.collect_all().points, key=lambda point: (point.time_ns, point.tags))
+    assert [(dict(point.tags)["user_id"], point.fields["event_count"], point.fields["x_sum"])
+            for point in points[2:]] == [("u1", 1, 1.0), ("u2", 2, 6.0), ("u9", 1, 8.0)]

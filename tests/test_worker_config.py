@@ -107,3 +107,19 @@ def test_flags_override_and_are_parsed_like_variables() -> None:
         WorkerConfig.from_env({}).with_overrides(**parse_flags(["--window", "soon"]))
     with pytest.raises(ConfigError, match="--no-such"):
         parse_flags(["--no-such", "1"])
+
+
+def test_the_worker_process_tunes_the_collector_and_an_embedding_one_keeps_its_own() -> None:
+    import gc
+
+    from consumer.worker import COLLECTOR_THRESHOLDS, tune_collector
+
+    before = gc.get_threshold()
+    assert before != COLLECTOR_THRESHOLDS
+    try:
+        tune_collector()
+        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
