@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT, Semantics
+from consumer.aggregation.catalogue import CATALOGUE, PIPELINE_MEASUREMENT, Semantics
 from producers.durations import parse_duration_s
 
 DEFAULT_RAW_RP: Final = "raw"
@@ -77,7 +77,7 @@ def _ident(name: str) -> str:
 def _aggregates(measurement: str) -> list[tuple[str, str]]:
     """(function, field) pairs that downsample ``measurement``'s fields; ``ratio`` marks a mean."""
     if measurement == PIPELINE_MEASUREMENT:
-        from consumer.model import DEAD_LETTER_REASONS
+        from consumer.core.model import DEAD_LETTER_REASONS
 
         sums = [*PIPELINE_SUMS, *(f"dead_letters_{reason}" for reason in DEAD_LETTER_REASONS)]
         return [("sum", f) for f in sums] + [("max", f) for f in PIPELINE_MAXES]

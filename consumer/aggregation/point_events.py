@@ -5,7 +5,7 @@ line protocol or a dict) is an event like any ``emit``: its fields follow the sa
 aggregation. Its time travels as exact integer nanoseconds, so it is an emit with float seconds
 to the windows; a rejected input (kind 5, input that was not a point) is dead-lettered with the
 reason and detail the producer found, and its line as the payload. The windows look at each
-event's kind anyway (:meth:`consumer.window.ShardWindows.record_batch`): that is where these are
+event's kind anyway (:meth:`consumer.aggregation.window.ShardWindows.record_batch`): that is where these are
 called, so a batch without points pays nothing for them.
 
 Usage::

@@ -6,7 +6,7 @@ pseudonymise on its flusher thread), so both give the same output by constructio
 for the rules (a value that already is a pseudonym is kept, so producer and worker can both be
 on). :meth:`Pseudonymizer.wire_event` works on the raw wire event and is what the worker's
 windows call; :meth:`Pseudonymizer.apply` does the same for an already validated
-:class:`~consumer.model.Event`.
+:class:`~consumer.core.model.Event`.
 
 Usage::
 
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from consumer.model import Event
-from consumer.validate import make_event
+from consumer.aggregation.validate import make_event
+from consumer.core.model import Event
 from producers import pseudonyms
 from producers.pseudonyms import DIGEST_HEX_CHARS, PREFIX, is_pseudonym
 
 if TYPE_CHECKING:
-    from consumer.config import WorkerConfig
+    from consumer.core.config import WorkerConfig
 
 _CACHE_LIMIT: Final = pseudonyms._CACHE_LIMIT
 

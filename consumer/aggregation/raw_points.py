@@ -7,7 +7,7 @@ A point given to ``tel.write`` keeps its exact integer nanoseconds; an ``emit`` 
 is written to the microsecond, which is all a float of seconds holds; ``gauge``/``observe``
 values are floats and ``count`` values integers, as in aggregate mode.
 
-Why the pending points live in the shard's window state (:class:`~consumer.window.ShardWindows`
+Why the pending points live in the shard's window state (:class:`~consumer.aggregation.window.ShardWindows`
 holds a :class:`RawPoints`): the worker's checkpoint acknowledges stream entries only together
 with the state that contains their effects. A raw point is pending from the entry that carried it
 until the sink has it; it is then dropped (:meth:`RawPoints.commit`) and the next checkpoint no
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from consumer.catalogue import CATALOGUE, Mode, has_raw_entries, mode_of
-from consumer.model import REASON_TOO_MANY_FIELDS, REASON_TYPE_CONFLICT, Event, FieldValue, Point
+from consumer.aggregation.catalogue import CATALOGUE, Mode, has_raw_entries, mode_of
+from consumer.core.model import REASON_TOO_MANY_FIELDS, REASON_TYPE_CONFLICT, Event, FieldValue, Point
 from producers.wire import KIND_GAUGE, KIND_OBSERVE
 
 MAX_RAW_FIELDS: Final = 1_000

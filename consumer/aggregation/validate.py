@@ -1,4 +1,4 @@
-"""Validation: one raw wire event becomes an :class:`~consumer.model.Event` or a dead-letter reason.
+"""Validation: one raw wire event becomes an :class:`~consumer.core.model.Event` or a dead-letter reason.
 
 The producer ships whatever it was given (if msgpack could encode it); this is where the worker
 decides what can become part of a point. Everything that InfluxDB would refuse, or that would
@@ -9,7 +9,7 @@ back the rest of its batch:
                     finite number in InfluxDB's time range; tags/fields not maps; a
                     ``count``/``gauge``/``observe`` without exactly one field
     invalid_name    a measurement, tag key, tag value or field key line protocol cannot carry
-                    (:func:`consumer.line_protocol.name_problem`), or the reserved key ``time``
+                    (:func:`consumer.sinks.line_protocol.name_problem`), or the reserved key ``time``
     invalid_value   NaN, +-inf, an integer outside int64, an over-long string, an unsupported
                     type; a ``count`` that is not an integer; a ``gauge``/``observe`` that is not
                     a number (``bool`` is not a number here)
@@ -23,7 +23,7 @@ A tag whose value is the empty string is dropped: InfluxDB cannot store one, and
 is what a user means by "no value".
 
 Which aggregation a field gets (its *semantics*) is decided here by :func:`resolve_semantics`
-and used again by :mod:`consumer.window`, so validation and aggregation cannot disagree on
+and used again by :mod:`consumer.aggregation.window`, so validation and aggregation cannot disagree on
 which output fields a field writes.
 """
 
@@ -34,16 +34,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from consumer.catalogue import MeasurementSpec, Semantics, lookup
-from consumer.line_protocol import (
-    INT64_MAX,
-    INT64_MIN,
-    MAX_TAG_VALUE_BYTES,
-    RESERVED_KEYS,
-    name_problem,
-    value_problem,
-)
-from consumer.model import (
+from consumer.aggregation.catalogue import MeasurementSpec, Semantics, lookup
+from consumer.core.model import (
     REASON_FIELD_CLASH,
     REASON_INVALID_EVENT,
     REASON_INVALID_NAME,
@@ -52,6 +44,14 @@ from consumer.model import (
     Event,
     FieldValue,
     Position,
+)
+from consumer.sinks.line_protocol import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TAG_VALUE_BYTES,
+    RESERVED_KEYS,
+    name_problem,
+    value_problem,
 )
 from producers.wire import KIND_COUNT, KIND_EMIT, KIND_GAUGE, KIND_NAMES, KIND_OBSERVE
 
@@ -84,7 +84,7 @@ types) already found valid: most events repeat a few shapes, so the full checks 
 
 def output_names(name: str, code: int) -> tuple[str, ...]:
     """The field keys written for a field ``name`` aggregated with semantics ``code``."""
-    from consumer.catalogue import output_fields
+    from consumer.aggregation.catalogue import output_fields
 
     return output_fields(name, _OUTPUT_SEMANTICS[code])
 
@@ -245,7 +245,7 @@ def validate(raw: object, position: Position, *, aggregate: bool = True) -> Even
 
     Returns:
         The :class:`Event` (tags with empty values dropped), or ``(reason, detail)`` with a reason
-        from :data:`consumer.model.DEAD_LETTER_REASONS`.
+        from :data:`consumer.core.model.DEAD_LETTER_REASONS`.
 
     Example::
 

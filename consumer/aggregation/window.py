@@ -25,16 +25,16 @@ Flush and commit (what is acknowledged when)
     between stays dirty. If the write fails, the next collect returns the points again.
 
 Raw mode
-    A measurement in raw mode (:mod:`consumer.raw_points`) is not windowed: each validated event
+    A measurement in raw mode (:mod:`consumer.aggregation.raw_points`) is not windowed: each validated event
     is held as a point of its own (exact time) and every collect returns the pending ones with
     the windows' points; commit drops them. They are part of the snapshot and of ``dirty_count``.
 
 Fields (see ``docs/semantics.md``)
-    ``event_count`` always; then per field by semantics (:mod:`consumer.validate`): mean ->
+    ``event_count`` always; then per field by semantics (:mod:`consumer.aggregation.validate`): mean ->
     ``F`` (mean), ``F_min``, ``F_max``, ``F_sum``; true_count -> ``F`` = number of True; last ->
     ``F`` = value with the greatest event time, ties to the later stream position; sum -> integer
     ``F``; summary -> ``F_count``, ``F_sum``, ``F_min``, ``F_max``, ``F_mean``, ``F_p50/p90/p99``
-    (DDSketch, :mod:`consumer.sketch`). Value aggregates are floats, counts ints, always.
+    (DDSketch, :mod:`consumer.aggregation.sketch`). Value aggregates are floats, counts ints, always.
 
 Types
     Per measurement, each field keeps the semantics it was first recorded with (a registry that
@@ -72,25 +72,16 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from consumer.line_protocol import INT64_MAX, INT64_MIN
-from consumer.model import (
-    REASON_FROM_FUTURE,
-    REASON_TOO_LATE,
-    Event,
-    FieldValue,
-    Point,
-    Position,
-)
-from consumer.point_events import as_emit, input_rejection
-from consumer.raw_points import RawPoints
-from consumer.validate import (
+from consumer.aggregation.point_events import as_emit, input_rejection
+from consumer.aggregation.raw_points import RawPoints
+from consumer.aggregation.validate import (
     EVENT_COUNT_FIELD,
     MAX_TS_S,
     MIN_TS_S,
     validate,
 )
-from consumer.window_log import HEAD, LogWrite, WindowLog, read_log
-from consumer.window_state import (
+from consumer.aggregation.window_log import HEAD, LogWrite, WindowLog, read_log
+from consumer.aggregation.window_state import (
     MAX_FIELDS_PER_MEASUREMENT,
     SNAPSHOT_VERSION,
     MeasurementTypes,
@@ -104,6 +95,15 @@ from consumer.window_state import (
     unpack_snapshot,
     update_fields,
 )
+from consumer.core.model import (
+    REASON_FROM_FUTURE,
+    REASON_TOO_LATE,
+    Event,
+    FieldValue,
+    Point,
+    Position,
+)
+from consumer.sinks.line_protocol import INT64_MAX, INT64_MIN
 from producers.durations import ConfigError
 from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED, KINDS
 
@@ -250,7 +250,7 @@ class ShardWindows:
         ``raws`` may be a slice of the entry's events that starts at index ``first_index``.
         A point (kind 4) is the emit it stands for, at its int ns time in seconds, on the same fast
         path; a rejected input (kind 5) is rejected with its producer's reason and detail
-        (:mod:`consumer.point_events`): here, where each event's kind is read anyway.
+        (:mod:`consumer.aggregation.point_events`): here, where each event's kind is read anyway.
         """
         rejected: list[tuple[int, str, str]] = []
         measurements, windows, window_s = self._measurements, self._windows, self._window_s
@@ -537,7 +537,8 @@ class ShardWindows:
         return {**self._measurements, **self._dormant} if self._dormant else self._measurements
 
     def snapshot(self) -> bytes:
-        """Everything needed to resume exactly, as one blob (encoded by :mod:`consumer.window_state`).
+        """Everything needed to resume exactly, as one blob (encoded by
+        :mod:`consumer.aggregation.window_state`).
 
         The worker's checkpoint is :meth:`checkpoint` instead, which sends only what changed.
         """
@@ -546,7 +547,7 @@ class ShardWindows:
     def checkpoint(self, *, full: bool) -> LogWrite:
         """The state fields that changed since the last :meth:`checkpoint_saved` (all if ``full``).
 
-        Encodes only the series changed since (:mod:`consumer.window_log`); changes nothing here.
+        Encodes only the series changed since (:mod:`consumer.aggregation.window_log`); changes nothing here.
         """
         head = {**snapshot_head(self._scalars(), self._all_measurements()), **self._raw.state()}
         return self._log.write(self._windows, head, full=full)

@@ -4,11 +4,11 @@ Why: a shard holds every series-window of its allowed lateness (tens of thousand
 and checkpoints about every second. Sending all of it each time makes a checkpoint's bytes and
 CPU grow with what is held; this module makes them grow with what changed.
 
-Layout (fields of the shard's state hash, :mod:`consumer.checkpoint`):
+Layout (fields of the shard's state hash, :mod:`consumer.core.checkpoint`):
 
 ``ws:<window>:<n>``
     A *segment*: the full state of some series of window ``<window>`` (zlib'd msgpack, the
-    per-series records of :func:`consumer.window_state.series_record`). A checkpoint writes one
+    per-series records of :func:`consumer.aggregation.window_state.series_record`). A checkpoint writes one
     new segment per window with the series changed since the previous checkpoint (recorded
     into, or committed); a series' current state is in the highest-numbered segment holding it.
 ``wh``
@@ -37,8 +37,8 @@ from typing import Any, Final
 
 import msgpack
 
-from consumer.checkpoint import state_bytes
-from consumer.window_state import Series, Window, decode_series, encode_series
+from consumer.aggregation.window_state import Series, Window, decode_series, encode_series
+from consumer.core.checkpoint import state_bytes
 
 HEAD: Final = "wh"
 SEGMENT: Final = "ws:"

@@ -1,6 +1,6 @@
 """The state of a shard's windows and its checkpoint encoding, apart from the rules that change it.
 
-:mod:`consumer.window` decides what an event does (which window, which series, accepted or
+:mod:`consumer.aggregation.window` decides what an event does (which window, which series, accepted or
 rejected, when a point is due); this module holds what that state is made of: a
 :class:`Window` of :class:`Series`, each series' per-field accumulators (their layouts, how an
 event folds into them and which fields they emit), the per-measurement type registry (which
@@ -16,16 +16,9 @@ from typing import Any, Final
 
 import msgpack
 
-from consumer.catalogue import MeasurementSpec, lookup
-from consumer.model import (
-    REASON_FIELD_CLASH,
-    REASON_TOO_MANY_FIELDS,
-    REASON_TYPE_CONFLICT,
-    Event,
-    FieldValue,
-)
-from consumer.sketch import QuantileSketch
-from consumer.validate import (
+from consumer.aggregation.catalogue import MeasurementSpec, lookup
+from consumer.aggregation.sketch import QuantileSketch
+from consumer.aggregation.validate import (
     EVENT_COUNT_FIELD,
     LAST_NUMBER,
     LAST_STRING,
@@ -36,6 +29,13 @@ from consumer.validate import (
     TRUE_COUNT,
     output_names,
     resolve_semantics,
+)
+from consumer.core.model import (
+    REASON_FIELD_CLASH,
+    REASON_TOO_MANY_FIELDS,
+    REASON_TYPE_CONFLICT,
+    Event,
+    FieldValue,
 )
 from producers.wire import KINDS
 
@@ -55,7 +55,8 @@ class Series:
     """One series in one window: event count, per-field accumulators, dirty versioning.
 
     ``saved`` is ``version + committed`` when the series was last checkpointed (both only grow,
-    so any change since shows), ``seg`` the checkpoint segment holding it (:mod:`consumer.window_log`).
+    so any change since shows), ``seg`` the checkpoint segment holding it
+    (:mod:`consumer.aggregation.window_log`).
     """
 
     __slots__ = ("committed", "count", "fields", "key", "saved", "seg", "version")
@@ -181,7 +182,7 @@ def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts
 
     The event's stream position (``entry_ms``, ``entry_seq``, ``index``) only matters to "last"
     fields, as the tie-break between equal event times; it is a tuple, ordered like
-    :class:`~consumer.model.Position`, built only when an accumulator is created or a "last"
+    :class:`~consumer.core.model.Position`, built only when an accumulator is created or a "last"
     field is updated.
     """
     for name, value in fields.items():
@@ -316,7 +317,8 @@ def snapshot_head(scalars: dict[str, Any], measurements: dict[str, MeasurementTy
 def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
                   measurements: dict[str, MeasurementTypes], raw: dict[str, Any] | None = None) -> bytes:
     """One snapshot: ``scalars``, the type registries, each window (re-encoded only when changed)
-    and ``raw`` (:meth:`consumer.raw_points.RawPoints.state`: version 4 only when there is some)."""
+    and ``raw`` (:meth:`consumer.aggregation.raw_points.RawPoints.state`: version 4 only when there
+    is some)."""
     blobs = []
     for index in sorted(windows):
         window = windows[index]

@@ -9,8 +9,8 @@ with the same values (same measurement, tags and time).
 
 The state is stored as fields of the hash ``PREFIX:{i}:state``, so that a checkpoint sends only
 what changed since the previous one (:class:`StateWrite`: fields to set, fields to delete): the
-windows' manifest ``wh`` and their segments ``ws:<window>:<n>`` (:mod:`consumer.window_log`),
-the dedupe state's ``dh`` and one ``dp:<producer>`` per producer (:mod:`consumer.dedupe`). A
+windows' manifest ``wh`` and their segments ``ws:<window>:<n>`` (:mod:`consumer.aggregation.window_log`),
+the dedupe state's ``dh`` and one ``dp:<producer>`` per producer (:mod:`consumer.pipeline.dedupe`). A
 *full* write first deletes every state field (anything starting with :data:`STATE_PREFIXES`),
 so it replaces whatever was there: the first checkpoint of an owner, and the one after a save
 whose outcome is unknown. A checkpoint written before this layout (current main: one ``windows``
@@ -45,7 +45,7 @@ from typing import Final
 
 import redis
 
-from consumer.errors import Fenced, GroupMissing
+from consumer.core.errors import Fenced, GroupMissing
 from producers.keys import lease_key, state_key, stream_key
 
 STATE_PREFIXES: Final = ("wh", "ws:", "dh", "dp:", "windows", "dedupe")

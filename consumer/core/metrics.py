@@ -1,6 +1,6 @@
 """Prometheus ``/metrics`` and ``/healthz`` for the worker (off unless TELEMETRY_METRICS_PORT is set).
 
-The same counters as ``telemetry_pipeline`` (:mod:`consumer.selftelemetry`), with a ``shard``
+The same counters as ``telemetry_pipeline`` (:mod:`consumer.core.selftelemetry`), with a ``shard``
 label (and ``reason`` for dead letters), in a private registry so that importing the module
 registers nothing globally. ``/healthz`` answers 200 while the worker loop has completed an
 iteration within ``stale_after_s``, else 503: a stuck loop (Redis hung, deadlock) fails the
@@ -56,7 +56,7 @@ class Metrics:
         return counter
 
     def listen(self, kind: str, shard: int, name: str, value: float) -> None:
-        """A :data:`consumer.selftelemetry.Listener`: mirror one update into Prometheus."""
+        """A :data:`consumer.core.selftelemetry.Listener`: mirror one update into Prometheus."""
         label = str(shard)
         if kind == "count":
             if name.startswith(_DEAD_PREFIX):

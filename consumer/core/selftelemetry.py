@@ -4,11 +4,11 @@ Every failure mode and every unit of work is a named counter here (events in, po
 letters by reason, late rewrites, overflow, duplicates, write errors, lost entries), plus gauges
 (lag, open windows) and the write latency. The worker writes the interval's values through the
 same sink as the data, tagged ``worker`` and ``shard``, at the start of each window; the totals
-feed the exit summary line and, when enabled, Prometheus ``/metrics`` (:mod:`consumer.metrics`).
+feed the exit summary line and, when enabled, Prometheus ``/metrics`` (:mod:`consumer.core.metrics`).
 
 Fields of ``telemetry_pipeline`` (ints unless noted; all present in every point so types and the
 field set never change): ``events_in``, ``points_out``, ``dead_letters``,
-``dead_letters_<reason>`` for every reason of :data:`consumer.model.DEAD_LETTER_REASONS`,
+``dead_letters_<reason>`` for every reason of :data:`consumer.core.model.DEAD_LETTER_REASONS`,
 ``late_rewrites``, ``overflow``, ``duplicates``, ``write_errors``, ``lost_entries``,
 ``lag_entries``, ``open_windows``, ``write_latency_ms`` (float, mean of the interval's writes).
 
@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Final
 
-from consumer.model import DEAD_LETTER_REASONS, FieldValue, Point
+from consumer.core.model import DEAD_LETTER_REASONS, FieldValue, Point
 
 MEASUREMENT: Final = "telemetry_pipeline"
 COUNTERS: Final = ("events_in", "points_out", "dead_letters", "late_rewrites", "overflow", "duplicates",

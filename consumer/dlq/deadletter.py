@@ -34,8 +34,8 @@ import msgpack
 import redis
 from redis.cluster import RedisCluster
 
-from consumer.line_protocol import encode_point
-from consumer.model import DeadLetter, Point
+from consumer.core.model import DeadLetter, Point
+from consumer.sinks.line_protocol import encode_point
 from producers.keys import dlq_key
 from producers.wire import FIELD_DATA
 

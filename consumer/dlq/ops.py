@@ -43,8 +43,8 @@ from typing import Any, Final
 import msgpack
 import redis
 
-from consumer.deadletter import packed_payload, withheld_entry
-from consumer.stream_admin import StreamAdmin, StreamEntry
+from consumer.admin.stream_admin import StreamAdmin, StreamEntry
+from consumer.dlq.deadletter import packed_payload, withheld_entry
 from producers.keys import dlq_key, shard_of_series, stream_key
 from producers.pseudonyms import Pseudonymizer
 from producers.wire import FIELD_DATA, encode_entry

@@ -10,14 +10,14 @@ exact fix (a command or a setting):
 Each check judges from what Redis and InfluxDB hold: a stream the worker has trimmed still says
 when it last received an entry (``last-generated-id``); a worker is running when it holds a
 shard lease or beats its heartbeat, not because its consumer entry is still listed in the group
-(:mod:`consumer.doctor_workers`); every measurement with points is data, catalogued or not
-(:mod:`consumer.doctor_points`).
+(:mod:`consumer.doctor.workers`); every measurement with points is data, catalogued or not
+(:mod:`consumer.doctor.points`).
 
 A check whose prerequisite failed is ``skip`` (the first failure is the one to fix). ``warn``
 marks something worth knowing that does not by itself empty a panel (a catalogued measurement
 nobody emits, no worker running while nothing waits). The command exits 1 when any check is
 ``fail``. The Redis checks are here; the InfluxDB and Grafana ones in
-:mod:`consumer.doctor_downstream`.
+:mod:`consumer.doctor.downstream`.
 
 Usage::
 
@@ -33,12 +33,12 @@ from typing import Final
 
 import redis
 
-from consumer.doctor_discovery import FoundStreams, discovery_fix, find_streams
-from consumer.doctor_downstream import GRAFANA_DATASOURCE_UID, DownstreamChecks
-from consumer.doctor_probes import DEFAULT_TIMEOUT_S, DoctorConfig
-from consumer.doctor_results import CheckResult, Status, fail, ok, skip
-from consumer.doctor_workers import ConsumerVerdicts, WorkerPresence, read_presence
-from consumer.stream_admin import ShardInfo, StreamAdmin
+from consumer.admin.stream_admin import ShardInfo, StreamAdmin
+from consumer.doctor.discovery import FoundStreams, discovery_fix, find_streams
+from consumer.doctor.downstream import GRAFANA_DATASOURCE_UID, DownstreamChecks
+from consumer.doctor.probes import DEFAULT_TIMEOUT_S, DoctorConfig
+from consumer.doctor.results import CheckResult, Status, fail, ok, skip
+from consumer.doctor.workers import ConsumerVerdicts, WorkerPresence, read_presence
 
 __all__ = ["DEFAULT_LAG_LIMIT_S", "DEFAULT_POINTS_SINCE_S", "DEFAULT_RECENT_S",
            "GRAFANA_DATASOURCE_UID", "CheckResult", "Doctor", "Status"]

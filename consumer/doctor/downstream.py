@@ -2,7 +2,7 @@
 per catalogued measurement, the worker's own telemetry) and Grafana (reachable, ``influxdb``
 datasource).
 
-A mixin of :class:`consumer.doctor_checks.Doctor`, which holds the settings these read.
+A mixin of :class:`consumer.doctor.checks.Doctor`, which holds the settings these read.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from consumer.catalogue import PIPELINE_MEASUREMENT
+from consumer.admin.stream_admin import DeadLetterCounts
+from consumer.aggregation.catalogue import PIPELINE_MEASUREMENT
 from consumer.dashboards.grafana import DEFAULT_DATASOURCE_UID, DEFAULT_INFLUXQL_DATASOURCE_UID
-from consumer.doctor_points import no_points_check, points_check, self_telemetry_check
-from consumer.doctor_probes import DoctorConfig, InfluxProbe, ProbeError, http_request, make_probe
-from consumer.doctor_results import CheckResult, fail, ok, skip
-from consumer.stream_admin import DeadLetterCounts
+from consumer.doctor.points import no_points_check, points_check, self_telemetry_check
+from consumer.doctor.probes import DoctorConfig, InfluxProbe, ProbeError, http_request, make_probe
+from consumer.doctor.results import CheckResult, fail, ok, skip
 
 GRAFANA_DATASOURCE_UID: Final = DEFAULT_DATASOURCE_UID
 INFLUXQL_DATASOURCE_UID: Final = DEFAULT_INFLUXQL_DATASOURCE_UID
 
 
 class DownstreamChecks:
-    """InfluxDB and Grafana checks, run with the settings of the :class:`~consumer.doctor_checks.Doctor`."""
+    """InfluxDB and Grafana checks, run with the settings of the :class:`~consumer.doctor.checks.Doctor`."""
 
     config: DoctorConfig
     points_since_s: float

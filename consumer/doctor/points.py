@@ -23,9 +23,9 @@ import time
 from datetime import UTC, datetime
 from typing import Final
 
-from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
-from consumer.doctor_results import CheckResult, Status, fail, ok
-from consumer.stream_admin import DeadLetterCounts
+from consumer.admin.stream_admin import DeadLetterCounts
+from consumer.aggregation.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
+from consumer.doctor.results import CheckResult, Status, fail, ok
 
 DASHBOARD_RANGE_S: Final = 24 * 3600.0
 """The time range the data dashboards open with (``now-24h``)."""

@@ -1,7 +1,7 @@
 """How ``doctor`` talks to InfluxDB and Grafana: one small probe per InfluxDB API.
 
 Each probe raises :class:`ProbeError` with a ``kind`` (``unreachable``, ``auth`` or ``error``) so
-the checks in :mod:`consumer.doctor_checks` can say which link failed and how to fix it.
+the checks in :mod:`consumer.doctor.checks` can say which link failed and how to fix it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from consumer.catalogue import PIPELINE_MEASUREMENT
+from consumer.aggregation.catalogue import PIPELINE_MEASUREMENT
 
 DEFAULT_TIMEOUT_S: Final = 5.0
 
 
 class DoctorConfig(Protocol):
-    """The settings doctor reads (``consumer.config.WorkerConfig`` has them all)."""
+    """The settings doctor reads (``consumer.core.config.WorkerConfig`` has them all)."""
 
     @property
     def redis_url(self) -> str: ...

@@ -1,7 +1,7 @@
 """What a doctor check reports: its status, what was found and the fix, and short constructors.
 
-Shared by the Redis checks (:mod:`consumer.doctor_checks`) and the InfluxDB and Grafana checks
-(:mod:`consumer.doctor_downstream`), so every line of the report has one shape.
+Shared by the Redis checks (:mod:`consumer.doctor.checks`) and the InfluxDB and Grafana checks
+(:mod:`consumer.doctor.downstream`), so every line of the report has one shape.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ pipeline is drained and healthy; events sent now will wait in Redis until a work
 
 A running worker whose oldest waiting entry grows older than the lag limit is behind or stuck;
 when InfluxDB is failing at the same time the doctor reports the InfluxDB check as the cause
-(see :meth:`consumer.doctor_checks.Doctor.run`).
+(see :meth:`consumer.doctor.checks.Doctor.run`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import redis
 
-from consumer.doctor_results import CheckResult, Status, fail, ok, skip
-from consumer.stream_admin import GroupInfo, ShardInfo
+from consumer.admin.stream_admin import GroupInfo, ShardInfo
+from consumer.doctor.results import CheckResult, Status, fail, ok, skip
 from producers.keys import lease_key, workers_key
 
 

@@ -9,7 +9,7 @@ Producers come and go (a new id per process), so entries for producers not seen 
 of stream time are dropped. Stream time (the entry id's milliseconds), not the wall clock, keeps
 the decision identical when the same entries are re-read after a crash.
 
-In the checkpoint (:class:`~consumer.checkpoint.StateWrite`) each producer is a field of its own
+In the checkpoint (:class:`~consumer.core.checkpoint.StateWrite`) each producer is a field of its own
 (``dp:<producer id>``, beside ``dh``: the newest entry time), so a checkpoint sends only the
 producers that sent a batch since the previous one and deletes those that expired: its size
 follows the batches of the last second, not how many producers the last day had.

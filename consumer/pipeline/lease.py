@@ -3,7 +3,7 @@
 Each shard has at most one owner. The owner holds ``PREFIX:{i}:lease`` = ``"worker:token"``
 (``SET ... PX``), where ``token`` comes from ``INCR PREFIX:{i}:fence`` at acquisition, so every
 new ownership has a larger token than any before it. The checkpoint script
-(:mod:`consumer.checkpoint`) refuses to write unless the lease still holds exactly the caller's
+(:mod:`consumer.core.checkpoint`) refuses to write unless the lease still holds exactly the caller's
 value: an owner that paused (GC, SIGSTOP, a slow network) past its lease and came back cannot
 overwrite the state of the worker that took over; it finds out at its next checkpoint or renewal
 and drops the shard.

@@ -1,12 +1,12 @@
 """Which shards this worker holds, and keeping them: leases, heartbeat, rendezvous share, takeover.
 
-The worker loop (:mod:`consumer.worker`) asks this module three things: which shards are ours
+The worker loop (:mod:`consumer.pipeline.worker`) asks this module three things: which shards are ours
 now (:meth:`Ownership.maintain`, every third of a lease), whether a shard's lease surely
 outlives a write (:meth:`Ownership.may_write`, asked by the writer thread, which only reads),
 and to keep leases and the heartbeat fresh while it is busy (:meth:`Ownership.keep_if_due`
 between events of a long read and while it waits for a write, cheap: one monotonic clock
 comparison until a renewal is due). The leases themselves and the rendezvous assignment are in
-:mod:`consumer.lease`.
+:mod:`consumer.pipeline.lease`.
 
 Taking a shard (:meth:`Ownership.open`) resumes from our own parked state when no one else
 checkpointed the shard since we lost it, else from its checkpoint; a shard whose lease is lost
@@ -33,16 +33,16 @@ from typing import Any, Final
 
 import redis
 
-from consumer.checkpoint import CheckpointStore
-from consumer.config import WorkerConfig
-from consumer.dedupe import Dedupe
-from consumer.errors import SourceUnavailable
-from consumer.lease import LeaseManager, assign
-from consumer.log_once import LogOnce
-from consumer.model import DeadLetter
-from consumer.selftelemetry import SelfTelemetry
-from consumer.source import ZERO_ID, StreamSource, parse_id
-from consumer.window import ShardWindows
+from consumer.aggregation.window import ShardWindows
+from consumer.core.checkpoint import CheckpointStore
+from consumer.core.config import WorkerConfig
+from consumer.core.errors import SourceUnavailable
+from consumer.core.log_once import LogOnce
+from consumer.core.model import DeadLetter
+from consumer.core.selftelemetry import SelfTelemetry
+from consumer.pipeline.dedupe import Dedupe
+from consumer.pipeline.lease import LeaseManager, assign
+from consumer.pipeline.source import ZERO_ID, StreamSource, parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Ownership:
         """``ok`` when ``state`` is still ours and its lease surely outlives a write, ``lost`` when
         it is not ours any more, else ``wait`` (the loop renews; Redis may be unreachable).
 
-        Read-only, for the writer thread (:mod:`consumer.write_behind`): renewing and losing
+        Read-only, for the writer thread (:mod:`consumer.pipeline.write_behind`): renewing and losing
         shards stays with the loop, the only thread that changes :attr:`shards`.
         """
         if self.shards.get(state.shard) is not state:

@@ -4,8 +4,8 @@ redis-py shapes stream replies differently under RESP2 and RESP3 (``XREADGROUP``
 ``[stream, entries]`` pairs in one, a map in the other; map keys may be ``str`` or ``bytes``), so
 every reply is normalised here into our own records (:class:`StreamEntry`, :class:`StreamInfo`,
 :class:`GroupInfo`, :class:`PendingSummary`) and nothing else in the worker sees raw replies.
-Connection failures become :class:`~consumer.errors.SourceUnavailable`, a missing group
-:class:`~consumer.errors.GroupMissing`.
+Connection failures become :class:`~consumer.core.errors.SourceUnavailable`, a missing group
+:class:`~consumer.core.errors.GroupMissing`.
 
 Usage::
 
@@ -27,8 +27,8 @@ from typing import Any, Final
 import redis
 from redis.cluster import RedisCluster
 
-from consumer.errors import GroupMissing, SourceUnavailable
-from consumer.model import Position
+from consumer.core.errors import GroupMissing, SourceUnavailable
+from consumer.core.model import Position
 from producers.keys import stream_key
 
 ZERO_ID: Final = "0-0"

@@ -3,7 +3,7 @@
 A checkpoint appends the shard's pending dead letters (idempotent on their source position),
 then stores what changed in the window and dedupe state since the previous checkpoint (all of
 it the first time, and after a save whose outcome is unknown), the last applied entry id and the
-acknowledgements in one fenced Lua call (:mod:`consumer.checkpoint`): refused when our lease is
+acknowledgements in one fenced Lua call (:mod:`consumer.core.checkpoint`): refused when our lease is
 gone, in which case the shard is dropped (``lose``) and the new owner's state stands. After it:
 the stream is trimmed below what the group still needs, dead-letter positions older than any
 re-read are forgotten, and every few seconds the shard is checked for entries the length cap
@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.config import WorkerConfig
-from consumer.deadletter import DeadLetterWriter
-from consumer.errors import Fenced
-from consumer.log_once import LogOnce
-from consumer.ownership import ShardState
-from consumer.selftelemetry import SelfTelemetry
-from consumer.source import StreamSource, parse_id
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.config import WorkerConfig
+from consumer.core.errors import Fenced
+from consumer.core.log_once import LogOnce
+from consumer.core.selftelemetry import SelfTelemetry
+from consumer.dlq.deadletter import DeadLetterWriter
+from consumer.pipeline.ownership import ShardState
+from consumer.pipeline.source import StreamSource, parse_id
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Per owned shard, strictly in stream-id order::
       -> ShardWindows.record_batch: pseudonymise, validate, record (rejection: dead letter, as
          pseudonymised)
          (a raw-mode measurement's points are held there as they are, to be written one-for-one)
-      -> collect_due -> handed to the writer thread (:mod:`consumer.write_behind`: sink.write
+      -> collect_due -> handed to the writer thread (:mod:`consumer.pipeline.write_behind`: sink.write
          with retry and backoff, in order, while the loop reads and records the next entries)
       -> once written, ShardWindows.commit -> dead letters appended (idempotent)
       -> checkpoint (fenced Lua: state + XACK) -> XTRIM MINID below what the group still needs
@@ -17,13 +17,13 @@ What is acknowledged when: an entry is acknowledged only by the checkpoint that 
 window state containing its events; points already written are marked clean in that state,
 dirty ones are in it too (a write still in flight leaves its points dirty until the loop
 commits it). So a crash at any moment loses nothing and a restart re-derives exactly the state
-the dead worker had (see :mod:`consumer.checkpoint`).
+the dead worker had (see :mod:`consumer.core.checkpoint`).
 
-Ownership (:mod:`consumer.ownership`): shards are spread over live workers by rendezvous hashing
-and held with fenced leases (:mod:`consumer.lease`); maintenance every third of a lease renews
+Ownership (:mod:`consumer.pipeline.ownership`): shards are spread over live workers by rendezvous hashing
+and held with fenced leases (:mod:`consumer.pipeline.lease`); maintenance every third of a lease renews
 them, gives up shards that moved to a new worker, and takes those that are free; a long read
 renews them between stream entries when due. Checkpoints and the stream upkeep after them are in
-:mod:`consumer.upkeep`. Back-pressure: while InfluxDB is down
+:mod:`consumer.pipeline.upkeep`. Back-pressure: while InfluxDB is down
 the windows stay in memory (and in checkpoints); a shard whose open series-windows reach the
 memory budget is not read until the sink catches up. ``drain`` mode processes everything in the
 streams, flushes every window and returns; a stop request (SIGTERM/SIGINT) stops reading,
@@ -47,24 +47,24 @@ from typing import Any, Final
 
 import redis
 
-from consumer.catalogue import mode_of
-from consumer.checkpoint import CheckpointStore
-from consumer.config import WorkerConfig, redact_url
-from consumer.deadletter import DeadLetterWriter, packed_payload, point_payload, withheld_entry
-from consumer.errors import GroupMissing
-from consumer.lease import LeaseManager
-from consumer.log_once import LogOnce
-from consumer.metrics import Metrics
-from consumer.model import REASON_REJECTED, DeadLetter, Point
-from consumer.ownership import REDIS_ERRORS, Ownership, ShardState
-from consumer.privacy import Pseudonymizer
-from consumer.raw_points import catalogued_names
-from consumer.selftelemetry import SelfTelemetry
+from consumer.aggregation.catalogue import mode_of
+from consumer.aggregation.privacy import Pseudonymizer
+from consumer.aggregation.raw_points import catalogued_names
+from consumer.aggregation.window import Flush
+from consumer.core.checkpoint import CheckpointStore
+from consumer.core.config import WorkerConfig, redact_url
+from consumer.core.errors import GroupMissing
+from consumer.core.log_once import LogOnce
+from consumer.core.metrics import Metrics
+from consumer.core.model import REASON_REJECTED, DeadLetter, Point
+from consumer.core.selftelemetry import SelfTelemetry
+from consumer.dlq.deadletter import DeadLetterWriter, packed_payload, point_payload, withheld_entry
+from consumer.pipeline.lease import LeaseManager
+from consumer.pipeline.ownership import REDIS_ERRORS, Ownership, ShardState
+from consumer.pipeline.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
+from consumer.pipeline.upkeep import Checkpoints
+from consumer.pipeline.write_behind import PendingWrite, WriteBehind, WriteTally
 from consumer.sinks import Backoff, Sink, SinkError, SinkUnavailable, WriteResult, make_sink
-from consumer.source import StreamEntry, StreamSource, is_transient, make_client, parse_id
-from consumer.upkeep import Checkpoints
-from consumer.window import Flush
-from consumer.write_behind import PendingWrite, WriteBehind, WriteTally
 from producers.wire import WireError, decode_entry
 
 logger = logging.getLogger(__name__)

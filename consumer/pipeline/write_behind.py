@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from consumer.model import Point
+from consumer.core.model import Point
 from consumer.sinks import WriteResult
 
 State = TypeVar("State")

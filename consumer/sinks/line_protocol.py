@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-from consumer.model import FieldValue, Point
+from consumer.core.model import FieldValue, Point
 
 MAX_NAME_BYTES: Final = 256
 """Longest measurement name, tag key or field key we accept."""
