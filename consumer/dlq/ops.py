@@ -44,6 +44,7 @@ import msgpack
 import redis
 
 from consumer.admin.stream_admin import StreamAdmin, StreamEntry
+from consumer.core.model import DeadLetter
 from consumer.dlq.deadletter import packed_payload, withheld_entry
 from producers.keys import dlq_key, shard_of_series, stream_key
 from producers.pseudonyms import Pseudonymizer
@@ -58,17 +59,12 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord:
-    """One dead letter as read from the stream."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterRecord(DeadLetter):
+    """One dead letter as read from the stream: the :class:`DeadLetter` that was written, with
+    its id in the dead-letter stream and its payload decoded."""
 
     dlq_id: str
-    reason: str
-    detail: str
-    source: str
-    entry_id: str
-    index: int | None
-    payload: bytes
     event: list[Any] | None
     """The decoded original event, or ``None`` when the payload is not one (not replayable)."""
 
