@@ -25,11 +25,11 @@ from typing import Any
 import msgpack
 
 from bench.bench_producer import python_speed_vs_reference
-from consumer.model import Event, Position
-from consumer.privacy import Pseudonymizer
-from consumer.sketch import QuantileSketch
-from consumer.validate import validate
-from consumer.window import ShardWindows
+from consumer.aggregation.privacy import Pseudonymizer
+from consumer.aggregation.sketch import QuantileSketch
+from consumer.aggregation.validate import validate
+from consumer.aggregation.window import ShardWindows
+from consumer.core.model import Event, Position
 
 EVENTS = 200_000
 USERS = 500
@@ -227,7 +227,7 @@ def run() -> str:
         "",
         "| percentile sketch, 200,000 adds | adds/s |",
         "|---|---:|",
-        f"| consumer.sketch.QuantileSketch (0.8% relative accuracy) | {ours:,.0f} |",
+        f"| consumer.aggregation.sketch.QuantileSketch (0.8% relative accuracy) | {ours:,.0f} |",
         f"| ddsketch.DDSketch (1% relative accuracy) | {theirs:,.0f} |" if theirs else
         "| ddsketch.DDSketch | not installed |",
     ]

@@ -36,12 +36,12 @@ import urllib3
 
 from bench import cardinality_profile as prof
 from bench.cardinality_workload import MEASUREMENT, WINDOW_S, Step, make_step
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.config import DEFAULT_MAX_SERIES, WorkerConfig
-from consumer.line_protocol import encode_points
-from consumer.model import Point
+from consumer.aggregation.window import ShardWindows
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.config import DEFAULT_MAX_SERIES, WorkerConfig
+from consumer.core.model import Point
 from consumer.sinks.base import MAX_BATCH_POINTS
-from consumer.window import ShardWindows
+from consumer.sinks.line_protocol import encode_points
 from producers.keys import lease_key, state_key, stream_key
 from tests import chaos_harness as ch
 from tests.cluster import caught_up

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_redis_memory import _event
-from consumer.lease import rendezvous_owner
+from consumer.pipeline.lease import rendezvous_owner
 from producers.keys import shard_of_series, stream_key
 from producers.wire import WireEvent, encode_entry, encode_events
 from tests import chaos_harness as ch

@@ -1,6 +1,6 @@
 """What one checkpoint of a shard costs as its open series grow: bytes sent and CPU ms.
 
-In process, no Redis: the bytes are those of the :class:`~consumer.checkpoint.StateWrite` the
+In process, no Redis: the bytes are those of the :class:`~consumer.core.checkpoint.StateWrite` the
 worker would send (field names and values), the ms the CPU time to build it (encoding). For each
 size: ``full`` is a checkpoint that writes everything (a new owner's first), ``incremental``
 the next one after 1% of the series got an event (what the worker sends about every second),
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
-from consumer.window import ShardWindows
+from consumer.aggregation.window import ShardWindows
 from producers.wire import KIND_EMIT
 
 BASE_S: Final = 1_700_000_000.0

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from consumer.config import WorkerConfig, parse_flags
-from consumer.worker import run_worker
+from consumer.core.config import WorkerConfig, parse_flags
+from consumer.pipeline.worker import run_worker
 from producers.durations import ConfigError
 
 EXIT_USAGE = 2

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from consumer.line_protocol import encode_points
-from consumer.model import Point
+from consumer.core.model import Point
+from consumer.sinks.line_protocol import encode_points
 from producers import wire
 from tests import chaos_harness as ch
 from tests.chaos_scenario import Fault, caught_up, restart_redis

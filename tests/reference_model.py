@@ -13,9 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumer.catalogue import lookup
-from consumer.model import Event
-from consumer.validate import (
+from consumer.aggregation.catalogue import lookup
+from consumer.aggregation.validate import (
     EVENT_COUNT_FIELD,
     LAST_NUMBER,
     LAST_STRING,
@@ -26,7 +25,8 @@ from consumer.validate import (
     output_names,
     resolve_semantics,
 )
-from consumer.window import OVERFLOW_VALUE
+from consumer.aggregation.window import OVERFLOW_VALUE
+from consumer.core.model import Event
 
 PointKey = tuple[str, tuple[tuple[str, str], ...], int]
 

@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import redis
 
-from consumer.local_servers import (
+from consumer.demo.local_servers import (
     free_port,
     influx_answers,
     redis_answers,

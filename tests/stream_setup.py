@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumer.source import StreamSource
+from consumer.pipeline.source import StreamSource
 
 
 def delivered_entries(client: Any, count: int = 1, *, prefix: str = "t", group: str = "g",

@@ -14,7 +14,7 @@ from typing import Final
 
 import pytest
 
-from consumer.config import DEFAULT_MAX_OPEN_SERIES
+from consumer.core.config import DEFAULT_MAX_OPEN_SERIES
 from tests import chaos_harness as ch
 from tests.chaos_scenario import DEFAULT_PLAN, FAULT_KINDS, WORKER_KILLS, ChaosResult, ChaosRunner
 from tests.services import InfluxServer, RedisServer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.catalogue import CATALOGUE, Semantics
+from consumer.aggregation.catalogue import CATALOGUE, Semantics
 from producers import keys, wire
 from tests import chaos_harness as ch
 from tests.chaos_gateway import RecordingGateway

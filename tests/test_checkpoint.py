@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.deadletter import DeadLetterWriter
-from consumer.dedupe import Dedupe
-from consumer.errors import Fenced
-from consumer.lease import LeaseManager
-from consumer.model import DeadLetter
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.errors import Fenced
+from consumer.core.model import DeadLetter
+from consumer.dlq.deadletter import DeadLetterWriter
+from consumer.pipeline.dedupe import Dedupe
+from consumer.pipeline.lease import LeaseManager
 from tests.services import RedisServer
 from tests.stream_setup import delivered_entries
 

@@ -1,6 +1,7 @@
 """Incremental checkpoints against a real redis-server: exact restores, small writes, fencing.
 
-A checkpoint sends only what changed (:mod:`consumer.window_log`, :mod:`consumer.dedupe`); these
+A checkpoint sends only what changed (:mod:`consumer.aggregation.window_log`,
+:mod:`consumer.pipeline.dedupe`); these
 tests prove a restore from it is exactly the state that was saved (random event sequences,
 crashes between checkpoints, replays, as the worker does), that a small change at 10,000 series
 writes a few KiB, that segments stay bounded, that a stale owner is still refused, and that a
@@ -20,13 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.checkpoint_cost import BASE_S, CONFIG, populated, record_users
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.dedupe import Dedupe
-from consumer.errors import Fenced
-from consumer.lease import LeaseManager
-from consumer.window import Flush, ShardWindows
-from consumer.window_log import MAX_SEGMENTS, SEGMENT
-from consumer.window_state import decode_series, decode_window, encode_series, unpack_snapshot
+from consumer.aggregation.window import Flush, ShardWindows
+from consumer.aggregation.window_log import MAX_SEGMENTS, SEGMENT
+from consumer.aggregation.window_state import decode_series, decode_window, encode_series, unpack_snapshot
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.errors import Fenced
+from consumer.pipeline.dedupe import Dedupe
+from consumer.pipeline.lease import LeaseManager
 from producers.wire import KIND_COUNT, KIND_EMIT, KIND_OBSERVE
 from tests.services import RedisServer
 from tests.stream_setup import delivered_entries

@@ -10,8 +10,8 @@ import msgpack
 import pytest
 from typer.testing import CliRunner
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers.keys import dlq_key, shard_of_series, stream_key
 from producers.wire import decode_entry
 from tests.cli_harness import make_app, stream_flags

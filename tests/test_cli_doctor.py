@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from typer.testing import CliRunner
 
-from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
+from consumer.aggregation.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
 from producers.keys import lease_key, stream_key
 from tests.cli_harness import make_app, stream_flags
 from tests.fake_http import JsonHandler, serving

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.stream_admin import StreamAdmin
+from consumer.admin.stream_admin import StreamAdmin
 from producers.keys import dlq_key, stream_key
 from tests.services import RedisServer
 

@@ -85,7 +85,7 @@ def test_top_in_a_terminal_refreshes_and_quits_on_q(redis_server: RedisServer) -
 
 
 def test_top_once_prints_one_frame_with_worker_metrics(redis_server: RedisServer) -> None:
-    from consumer.metrics import Metrics
+    from consumer.core.metrics import Metrics
     from tests.services import free_port
 
     metrics = Metrics()  # the worker's own /metrics endpoint

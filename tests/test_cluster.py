@@ -17,12 +17,12 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.deadletter import DeadLetterWriter
-from consumer.errors import Fenced
-from consumer.lease import LeaseManager
-from consumer.model import DeadLetter
-from consumer.source import StreamSource
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.errors import Fenced
+from consumer.core.model import DeadLetter
+from consumer.dlq.deadletter import DeadLetterWriter
+from consumer.pipeline.lease import LeaseManager
+from consumer.pipeline.source import StreamSource
 from producers import Telemetry, keys, wire
 from tests import chaos_harness as ch
 from tests.cluster import LocalCluster, key_slot, wait_caught_up, wait_running

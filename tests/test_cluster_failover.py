@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.errors import Fenced
-from consumer.lease import LeaseManager
-from consumer.source import StreamSource
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.errors import Fenced
+from consumer.pipeline.lease import LeaseManager
+from consumer.pipeline.source import StreamSource
 from producers import Telemetry, keys, wire
 from tests import chaos_harness as ch
 from tests.cluster import LocalCluster, wait_caught_up, wait_running

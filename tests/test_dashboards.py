@@ -11,8 +11,10 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
-from consumer.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
+from consumer.aggregation.catalogue import CATALOGUE, PIPELINE_MEASUREMENT
 from consumer.cli.app import app
+from consumer.core.model import DEAD_LETTER_REASONS
+from consumer.core.selftelemetry import COUNTERS, GAUGES
 from consumer.dashboards.build import (
     ALERTS_FILE,
     ALERTS_INFLUXQL_FILE,
@@ -23,8 +25,6 @@ from consumer.dashboards.build import (
 )
 from consumer.dashboards.spec import LEARNING_PANELS, all_dashboards
 from consumer.dashboards.validate import check_ranges, dashboard_queries, validate
-from consumer.model import DEAD_LETTER_REASONS
-from consumer.selftelemetry import COUNTERS, GAUGES
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "grafana_dashboards"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from consumer.admin.influx_admin import downsample_task_flux
 from consumer.dashboards.fluxcheck import FluxChecker, FluxCheckerUnavailable, as_grafana_sends, interpolate
 from consumer.dashboards.validate import alert_queries, dashboard_queries
-from consumer.influx_admin import downsample_task_flux
 
 COMMITTED = Path(__file__).resolve().parents[1] / "grafana_dashboards"
 

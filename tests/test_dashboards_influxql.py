@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from consumer.config import WorkerConfig
+from consumer.core.config import WorkerConfig
 from consumer.dashboards.build import ALERTS_INFLUXQL_FILE
 from consumer.dashboards.fluxcheck import interpolate
 from consumer.dashboards.validate import InfluxQLTarget, dashboard_queries, validate
-from consumer.worker import Worker
+from consumer.pipeline.worker import Worker
 from producers import Telemetry
 from tests.services import InfluxServer, RedisServer
 

@@ -10,11 +10,11 @@ from typing import Any
 import msgpack
 import pytest
 
-from consumer.config import DEFAULT_DLQ_RETENTION_S, WorkerConfig
-from consumer.metrics import Metrics
-from consumer.privacy import Pseudonymizer
+from consumer.aggregation.privacy import Pseudonymizer
+from consumer.core.config import DEFAULT_DLQ_RETENTION_S, WorkerConfig
+from consumer.core.metrics import Metrics
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.worker import Worker
 from producers.durations import ConfigError
 from producers.keys import dlq_key, stream_key
 from producers.pseudonyms import REDACTED, WITHHELD
@@ -168,8 +168,8 @@ def test_the_worker_serves_metrics_on_the_configured_host(redis_server: RedisSer
 
 
 def test_tail_shows_pseudonyms_and_its_tag_filter_takes_the_raw_id() -> None:
+    from consumer.admin.stream_admin import StreamEntry
     from consumer.cli.tail import TailFilter, decode_events
-    from consumer.stream_admin import StreamEntry
     from producers.wire import encode_events
 
     events = [(0, "m", 1.0, {"user_id": RAW}, {"x": 1.0}), (0, "m", 1.0, {"user_id": "someone"}, {"x": 1.0})]

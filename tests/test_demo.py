@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from consumer.catalogue import CATALOGUE
+from consumer.aggregation.catalogue import CATALOGUE
 from tests.cli_harness import make_app
 from tests.services import InfluxServer, RedisServer, free_port
 

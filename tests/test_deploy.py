@@ -3,7 +3,7 @@
 There is no container engine or cluster in the test environment, so these tests check what can
 be checked without one: every file parses, `docker compose config` accepts the compose file where
 a compose CLI exists, every ``TELEMETRY_*`` name is one the worker reads and every value parses
-with :class:`~consumer.config.WorkerConfig`, references (volumes, ConfigMaps, Secrets, labels,
+with :class:`~consumer.core.config.WorkerConfig`, references (volumes, ConfigMaps, Secrets, labels,
 ports, provisioning files) resolve, no secret is committed, and the commands in docs/deploy.md
 are the ones the files run.
 """
@@ -75,7 +75,7 @@ def known_variables() -> frozenset[str]:
     """DESIGN's variables, plus every one the worker's configuration reads (when importable)."""
     names = set(DESIGN_VARIABLES)
     try:
-        from consumer import config
+        from consumer.core import config
     except ImportError:
         return frozenset(names)
     names.update(config.variable_name(f.name) for f in dataclasses.fields(config.WorkerConfig))
@@ -88,7 +88,7 @@ def known_variables() -> frozenset[str]:
 
 def assert_worker_config_accepts(env: Mapping[str, str]) -> None:
     """The worker would start with these settings (no ConfigError), when its config module exists."""
-    config = pytest.importorskip("consumer.config")
+    config = pytest.importorskip("consumer.core.config")
     settings = config.WorkerConfig.from_env(dict(env))
     assert settings.metrics_port == METRICS_PORT
 
@@ -651,7 +651,7 @@ def test_dockerignore_sends_the_packages_and_nothing_private() -> None:
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not dockerignored(source), f"{source} is copied but .dockerignore excludes it"
-    for kept in ("producers/wire.py", "consumer/config.py", "consumer/cli/app.py"):
+    for kept in ("producers/wire.py", "consumer/core/config.py", "consumer/cli/app.py"):
         assert not dockerignored(kept), kept
     for private in ("deploy/.env", ".git/config", ".venv/bin/python", "tests/conftest.py",
                     "consumer/__pycache__/x.pyc"):
@@ -679,7 +679,8 @@ def test_the_build_context_packages_the_telemetry_command(tmp_path: Path) -> Non
         handle = sdist.extractfile(entry_points)
         assert handle is not None
         assert "telemetry = consumer.cli.app:main" in handle.read().decode()
-    assert {"consumer/cli/app.py", "consumer/config.py", "producers/wire.py", "producers/keys.py"} <= names
+    assert {"consumer/cli/app.py", "consumer/core/config.py", "producers/wire.py",
+            "producers/keys.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "deploy/"))]
 
 

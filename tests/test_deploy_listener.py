@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from consumer.cli.listen import LISTEN_VARIABLES, listener_config
-from consumer.listener import ListenerConfig
+from consumer.pipeline.listener import ListenerConfig
 from tests.listen_process import http_status, telemetry_script, wait_listening
 from tests.services import RedisServer, free_port
 from tests.test_deploy import (

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from consumer import config as worker_config
 from consumer.cli.listen import LISTEN_VARIABLES, listener_config
-from consumer.config import WorkerConfig
+from consumer.core import config as worker_config
+from consumer.core.config import WorkerConfig
 from producers import config as producer_config
 from producers.config import ProducerConfig
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from typer.testing import CliRunner
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers import Telemetry
 from producers.keys import lease_key, stream_key
 from tests.cli_harness import make_app, stream_flags

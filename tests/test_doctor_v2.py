@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from consumer.worker import Worker
+from consumer.pipeline.worker import Worker
 from tests.influx_gateway import InfluxV2Gateway
 from tests.services import InfluxServer, RedisServer
 from tests.test_doctor_pipeline import _config, _doctor, _emit, _first_failure, _fix_setting, _statuses

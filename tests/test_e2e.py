@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import redis
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers import Telemetry
 from tests.services import InfluxServer, RedisServer
 

@@ -113,7 +113,7 @@ def test_components_record_one_line_per_event(redis_server: RedisServer) -> None
 
 
 def test_learning_components_cover_every_learning_measurement(redis_server: RedisServer) -> None:
-    from consumer.catalogue import CATALOGUE, LEARNING_COMPONENT_MEASUREMENTS
+    from consumer.aggregation.catalogue import CATALOGUE, LEARNING_COMPONENT_MEASUREMENTS
 
     tel = Telemetry(redis_url=redis_server.url, prefix=PREFIX, shards=SHARDS)
     try:

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from consumer.cli.app import app
-from consumer.influx_admin import (
+from consumer.admin.influx_admin import (
     SetupPlan,
     _field_sets,
     continuous_query_name,
     downsample_select,
     downsampled_measurements,
 )
+from consumer.cli.app import app
 from tests.fake_http import JsonHandler, serving
 from tests.services import InfluxServer
 

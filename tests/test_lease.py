@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.checkpoint import CheckpointStore, StateWrite
-from consumer.errors import Fenced
-from consumer.lease import LeaseManager, assign, rendezvous_owner
+from consumer.core.checkpoint import CheckpointStore, StateWrite
+from consumer.core.errors import Fenced
+from consumer.pipeline.lease import LeaseManager, assign, rendezvous_owner
 from tests.services import RedisServer
 from tests.stream_setup import delivered_entries
 

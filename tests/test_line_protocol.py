@@ -9,7 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.line_protocol import (
+from consumer.core.model import FieldValue, Point
+from consumer.sinks.influx_v1 import InfluxV1Sink
+from consumer.sinks.influx_v2 import InfluxV2Sink
+from consumer.sinks.line_protocol import (
     RESERVED_KEYS,
     encode_point,
     encode_points,
@@ -17,9 +20,6 @@ from consumer.line_protocol import (
     name_problem,
     value_problem,
 )
-from consumer.model import FieldValue, Point
-from consumer.sinks.influx_v1 import InfluxV1Sink
-from consumer.sinks.influx_v2 import InfluxV2Sink
 from tests.influx_gateway import InfluxV2Gateway
 from tests.services import InfluxServer
 

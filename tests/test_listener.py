@@ -29,9 +29,9 @@ from aiohttp import web
 from influxdb_client import InfluxDBClient, Point, WriteOptions
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from consumer.config import WorkerConfig
-from consumer.listener import Listener, ListenerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.listener import Listener, ListenerConfig
+from consumer.pipeline.worker import Worker
 from producers.wire import KIND_POINT, KIND_REJECTED, decode_entry
 from tests.services import InfluxServer, RedisServer, free_port
 

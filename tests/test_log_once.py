@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from consumer.log_once import LogOnce
+from consumer.core.log_once import LogOnce
 
 
 def test_a_condition_is_logged_once_until_it_is_over(caplog: pytest.LogCaptureFixture) -> None:

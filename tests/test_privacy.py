@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from consumer.model import Event, Position
-from consumer.privacy import Pseudonymizer
+from consumer.aggregation.privacy import Pseudonymizer
+from consumer.core.model import Event, Position
 
 KEY = b"s3cret-key-for-tests"
 

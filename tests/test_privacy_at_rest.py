@@ -24,8 +24,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers import ProducerConfig, Telemetry
 from producers.pseudonyms import pseudonym
 from tests.cli_harness import child_argv, make_app, stream_flags

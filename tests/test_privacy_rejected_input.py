@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers import ProducerConfig, Telemetry
 from producers.pseudonyms import WITHHELD
 from tests import chaos_harness as ch

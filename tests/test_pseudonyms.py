@@ -15,7 +15,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer import privacy
+from consumer.aggregation import privacy
 from producers import ProducerConfig, Telemetry, pseudonyms
 from producers._encode import BatchEncoder
 from producers.durations import ConfigError

@@ -13,12 +13,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from consumer import catalogue
-from consumer.catalogue import MeasurementSpec, Mode, mode_of
-from consumer.config import WorkerConfig
-from consumer.model import Point
-from consumer.privacy import Pseudonymizer
-from consumer.window import ShardWindows
+from consumer.aggregation import catalogue
+from consumer.aggregation.catalogue import MeasurementSpec, Mode, mode_of
+from consumer.aggregation.privacy import Pseudonymizer
+from consumer.aggregation.window import ShardWindows
+from consumer.core.config import WorkerConfig
+from consumer.core.model import Point
 from producers.durations import ConfigError
 from producers.wire import KIND_COUNT, KIND_EMIT, KIND_GAUGE, KIND_OBSERVE, KIND_POINT
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from influxdb_client import Point as ClientPoint
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers import Telemetry
 from tests import chaos_harness as ch
 from tests.chaos_gateway import RecordingGateway, WriteRecord, parse_write

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from consumer.lease import rendezvous_owner
+from consumer.pipeline.lease import rendezvous_owner
 from producers import Telemetry, keys
 from tests import chaos_harness as ch
 from tests.cluster import LocalCluster, wait_caught_up, wait_running

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from consumer.config import WorkerConfig
+from consumer.aggregation.window import ShardWindows
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.window import ShardWindows
-from consumer.worker import Worker
 from producers import keys, wire
 from tests.services import RedisServer
 

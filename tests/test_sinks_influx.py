@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.model import FieldValue, Point
+from consumer.core.model import FieldValue, Point
 from consumer.sinks import Backoff
 from consumer.sinks.base import Sink, SinkAuthError, SinkNotFound, SinkUnavailable
 from consumer.sinks.influx_v1 import InfluxV1Sink

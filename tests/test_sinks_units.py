@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import consumer.sinks as sinks
-from consumer.model import FieldValue, Point
+from consumer.core.model import FieldValue, Point
 from consumer.sinks import Backoff, FileSink, MemorySink, make_sink
 from consumer.sinks.base import (
     Sink,
@@ -300,7 +300,7 @@ def test_make_sink_picks_v1_and_v2() -> None:
 
 
 def test_make_sink_accepts_the_worker_config() -> None:
-    from consumer.config import WorkerConfig
+    from consumer.core.config import WorkerConfig
     from consumer.sinks.influx_v1 import InfluxV1Sink
 
     sink = make_sink(WorkerConfig(influx_api="v1", influx_bucket="bk"))

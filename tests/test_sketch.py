@@ -9,7 +9,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.sketch import MAX_BINS, QuantileSketch
+from consumer.aggregation.sketch import MAX_BINS, QuantileSketch
 
 QS = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0)
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from consumer.errors import GroupMissing, SourceUnavailable
-from consumer.source import StreamEntry, StreamSource, next_id, parse_id
+from consumer.core.errors import GroupMissing, SourceUnavailable
+from consumer.pipeline.source import StreamEntry, StreamSource, next_id, parse_id
 from tests.services import RedisServer
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.model import DEAD_LETTER_REASONS, Event, Position
-from consumer.validate import validate
+from consumer.aggregation.validate import validate
+from consumer.core.model import DEAD_LETTER_REASONS, Event, Position
 
 POS = Position(1_700_000_000_000, 0, 3)
 TS = 1_700_000_000.25

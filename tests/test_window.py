@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from consumer.model import Event, Point, Position
-from consumer.window import OVERFLOW_VALUE, ShardWindows
+from consumer.aggregation.window import OVERFLOW_VALUE, ShardWindows
+from consumer.core.model import Event, Point, Position
 from producers.durations import ConfigError
 
 T0 = 1_700_000_000.0  # a multiple of 10: window [T0, T0 + 10)
@@ -293,7 +293,7 @@ def test_restoring_windows_of_another_length_is_a_clear_configuration_error() ->
 
 def test_every_per_value_memo_is_bounded_under_a_user_id_bomb() -> None:
     """Validation, pseudonymisation and windows each remember values; none may grow without bound."""
-    from consumer import privacy, validate
+    from consumer.aggregation import privacy, validate
 
     w = windows(max_series=1000)
     pseudonymizer = privacy.Pseudonymizer(("user_id",), b"key")
@@ -311,7 +311,7 @@ def test_every_per_value_memo_is_bounded_under_a_user_id_bomb() -> None:
 
 def test_a_flood_of_field_names_is_capped_per_measurement() -> None:
     """Field names made from data would grow the checkpointed registry without end: capped, reported."""
-    from consumer.window import MAX_FIELDS_PER_MEASUREMENT
+    from consumer.aggregation.window import MAX_FIELDS_PER_MEASUREMENT
 
     w = windows()
     results = [w.record(ev(0, {f"f{i}": 1.0}, T0 + 1), T0) for i in range(MAX_FIELDS_PER_MEASUREMENT + 50)]

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.model import Position
-from consumer.privacy import Pseudonymizer
-from consumer.validate import validate
-from consumer.window import Flush, ShardWindows
+from consumer.aggregation.privacy import Pseudonymizer
+from consumer.aggregation.validate import validate
+from consumer.aggregation.window import Flush, ShardWindows
+from consumer.core.model import Position
 
 BASE_S = 1_700_000_000.0
 CONFIG: dict[str, Any] = {"window_s": 2.0, "grace_s": 1.0, "allowed_lateness_s": 6.0,

@@ -14,10 +14,10 @@ import math
 import random
 from typing import Any
 
-from consumer.line_protocol import encode_points
-from consumer.model import Event, Position
-from consumer.validate import validate
-from consumer.window import ShardWindows
+from consumer.aggregation.validate import validate
+from consumer.aggregation.window import ShardWindows
+from consumer.core.model import Event, Position
+from consumer.sinks.line_protocol import encode_points
 from tests.reference_model import ReferenceModel
 from tests.services import InfluxServer
 

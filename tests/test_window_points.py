@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumer.window import ShardWindows
+from consumer.aggregation.window import ShardWindows
 from producers.wire import KIND_EMIT, KIND_POINT, KIND_REJECTED
 
 BASE_NS = 1_700_000_000_123_456_789
@@ -67,7 +67,7 @@ def test_a_point_of_a_known_series_takes_the_fast_path() -> None:
 
 
 def test_a_rejected_input_that_names_a_pseudonymised_tag_keeps_no_raw_value() -> None:
-    from consumer.privacy import Pseudonymizer
+    from consumer.aggregation.privacy import Pseudonymizer
 
     privacy = Pseudonymizer(("user_id",), b"key").wire_event
     windows = ShardWindows(**CONFIG)

@@ -16,9 +16,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.model import Event, Position
-from consumer.validate import validate
-from consumer.window import Flush, ShardWindows
+from consumer.aggregation.validate import validate
+from consumer.aggregation.window import Flush, ShardWindows
+from consumer.core.model import Event, Position
 from tests.reference_model import PointKey, ReferenceModel
 
 BASE_S = 1_700_000_000.0

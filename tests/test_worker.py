@@ -11,10 +11,10 @@ import msgpack
 import pytest
 import redis
 
-from consumer.config import WorkerConfig
-from consumer.model import Point
+from consumer.core.config import WorkerConfig
+from consumer.core.model import Point
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.worker import Worker
 from producers.keys import shard_of_series, stream_key
 from producers.wire import encode_entry, encode_events
 from tests.services import RedisServer

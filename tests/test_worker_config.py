@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import WorkerConfig, flag_name, parse_flags, variable_name
+from consumer.core.config import WorkerConfig, flag_name, parse_flags, variable_name
 from producers.durations import ConfigError
 
 FULL_ENV = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from consumer.selftelemetry import MEASUREMENT
+from consumer.core.selftelemetry import MEASUREMENT
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.worker import Worker
 from producers.keys import shard_of_series, stream_key
 from producers.wire import encode_entry, encode_events
 from tests.services import RedisServer
@@ -78,7 +78,7 @@ def test_batched_counts_are_exact_per_shard_in_totals_points_and_prometheus(
 
 def test_a_forced_report_does_not_overwrite_the_previous_windows_point() -> None:
     """The end of a long ``--drain`` run reports the running window, not the one reported already."""
-    from consumer.selftelemetry import SelfTelemetry
+    from consumer.core.selftelemetry import SelfTelemetry
 
     stats = SelfTelemetry(worker="w1", window_s=10)
     assert not stats.due(1005.0)                      # the first window ends at 1010

@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.worker import Worker
 from producers.keys import stream_key
 from tests.services import RedisServer
 from tests.test_worker import PREFIX, Producer, _config, _now_based

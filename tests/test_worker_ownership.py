@@ -7,12 +7,12 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from consumer.config import WorkerConfig
-from consumer.lease import assign
-from consumer.metrics import Metrics
-from consumer.selftelemetry import SelfTelemetry
+from consumer.core.config import WorkerConfig
+from consumer.core.metrics import Metrics
+from consumer.core.selftelemetry import SelfTelemetry
+from consumer.pipeline.lease import assign
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.worker import Worker
 from tests.services import RedisServer, free_port
 from tests.test_worker import PREFIX, Producer, _now_based
 

@@ -14,10 +14,10 @@ import fakeredis
 import msgpack
 import pytest
 
-from consumer.config import WorkerConfig
-from consumer.model import Point
+from consumer.core.config import WorkerConfig
+from consumer.core.model import Point
+from consumer.pipeline.worker import Worker
 from consumer.sinks import MemorySink
-from consumer.worker import Worker
 from producers.keys import stream_key
 from producers.wire import KIND_EMIT, KIND_POINT, encode_entry, encode_events
 from tests.test_worker import PREFIX, Producer
@@ -196,7 +196,7 @@ def test_a_pattern_naming_a_catalogued_measurement_is_reported_at_start(
         client: fakeredis.FakeRedis, caplog: pytest.LogCaptureFixture) -> None:
     worker = Worker(_config(shards=1, raw_measurements=("attachment_monitoring", "audit_*")), client=client,
                     sink=MemorySink())
-    with caplog.at_level("WARNING", logger="consumer.worker"):
+    with caplog.at_level("WARNING", logger="consumer.pipeline.worker"):
         assert worker.run() == 0
     warned = [r.getMessage() for r in caplog.records if "TELEMETRY_RAW_MEASUREMENTS" in r.getMessage()]
     assert len(warned) == 1 and "'attachment_monitoring'" in warned[0] and "aggregate" in warned[0]

@@ -16,8 +16,8 @@ import pytest
 from influxdb_client import Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from consumer.config import WorkerConfig
-from consumer.worker import Worker
+from consumer.core.config import WorkerConfig
+from consumer.pipeline.worker import Worker
 from producers import Telemetry
 from producers.wire import KIND_POINT, KIND_REJECTED, decode_entry
 from tests.services import InfluxServer, RedisServer

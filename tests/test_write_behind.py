@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from consumer.model import Point
+from consumer.core.model import Point
+from consumer.pipeline.worker import Worker
+from consumer.pipeline.write_behind import PendingWrite, WriteBehind
 from consumer.sinks import MemorySink, WriteResult
-from consumer.worker import Worker
-from consumer.write_behind import PendingWrite, WriteBehind
 from producers.keys import stream_key
 from tests.services import RedisServer
 from tests.test_worker import PREFIX, Producer, _config, _now_based

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import typer
 
-from consumer.config import WorkerConfig, parse_flags
-from consumer.worker import run_worker
+from consumer.core.config import WorkerConfig, parse_flags
+from consumer.pipeline.worker import run_worker
 
 
 def register(app: typer.Typer) -> None:

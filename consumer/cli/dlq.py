@@ -1,6 +1,6 @@
 """``telemetry dlq list|replay|purge``: the dead letters, with their reasons, and what to do with them.
 
-A thin shell over :mod:`consumer.dlq_ops`; see there for what replay guarantees. With
+A thin shell over :mod:`consumer.dlq.ops`; see there for what replay guarantees. With
 ``TELEMETRY_PSEUDONYMIZE`` set, letters are listed and replayed as pseudonymised.
 """
 
@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from consumer.admin.stream_admin import entry_ms
+from consumer.aggregation.privacy import for_config
 from consumer.cli.operator_options import (
     JsonFlag,
     RedisUrl,
@@ -26,10 +28,8 @@ from consumer.cli.operator_options import (
     print_json,
     redis_errors,
 )
-from consumer.config import WorkerConfig
-from consumer.dlq_ops import DeadLetterRecord, DeadLetters
-from consumer.privacy import for_config
-from consumer.stream_admin import entry_ms
+from consumer.core.config import WorkerConfig
+from consumer.dlq.ops import DeadLetterRecord, DeadLetters
 
 Reason = Annotated[str | None, typer.Option("--reason", help="only dead letters with this reason")]
 

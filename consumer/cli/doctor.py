@@ -1,6 +1,6 @@
 """``telemetry doctor``: "why is my panel empty?" — every link checked, ✓ or ✗ with the exact fix.
 
-A thin shell over :mod:`consumer.doctor_checks`. Exit code 1 when any check fails.
+A thin shell over :mod:`consumer.doctor.checks`. Exit code 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from consumer.cli.operator_options import (
     load_config,
     print_json,
 )
-from consumer.doctor_checks import CheckResult, Doctor, Status
+from consumer.doctor.checks import CheckResult, Doctor, Status
 
 _MARKS = {
     Status.OK: "[green]✓[/green]",

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from consumer.cli.operator_options import EXIT_CHECK_FAILED, EXIT_USAGE, env_option, fail
-from consumer.influx_admin import (
+from consumer.admin.influx_admin import (
     DEFAULT_DOWNSAMPLE_EVERY,
     DEFAULT_DOWNSAMPLE_RETENTION,
     DEFAULT_RAW_RP,
@@ -19,6 +18,7 @@ from consumer.influx_admin import (
     setup_v1,
     setup_v2,
 )
+from consumer.cli.operator_options import EXIT_CHECK_FAILED, EXIT_USAGE, env_option, fail
 from producers.durations import ConfigError
 
 influx_app = typer.Typer(help="Prepare InfluxDB for the pipeline.", no_args_is_help=True)
@@ -42,7 +42,7 @@ def setup_command(
     = DEFAULT_DOWNSAMPLE_EVERY,
 ) -> None:
     """Create the database (v1) or bucket (v2) with retention and downsampling; idempotent."""
-    from consumer.config import WorkerConfig
+    from consumer.core.config import WorkerConfig
 
     try:
         config = WorkerConfig.from_env().with_overrides(

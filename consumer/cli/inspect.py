@@ -1,6 +1,6 @@
 """``telemetry inspect``: the streams at a glance (lengths, groups, consumers, pending, lag).
 
-Everything shown is read from Redis with read-only commands (:mod:`consumer.stream_admin`); the
+Everything shown is read from Redis with read-only commands (:mod:`consumer.admin.stream_admin`); the
 ``--json`` document has the same numbers, for scripts and tests. Dead letters are reported with
 the oldest one's age and the retention after which the workers trim them.
 """
@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from consumer.admin.stream_admin import DeadLetterCounts, ShardInfo, StreamAdmin, entry_ms
 from consumer.cli.operator_options import (
     Group,
     JsonFlag,
@@ -26,8 +27,7 @@ from consumer.cli.operator_options import (
     print_json,
     redis_errors,
 )
-from consumer.config import DEFAULT_DLQ_RETENTION_S
-from consumer.stream_admin import DeadLetterCounts, ShardInfo, StreamAdmin, entry_ms
+from consumer.core.config import DEFAULT_DLQ_RETENTION_S
 
 LAG_WARN_S: Final = 10.0
 LAG_ALARM_S: Final = 60.0

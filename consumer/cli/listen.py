@@ -20,7 +20,13 @@ from typing import Annotated
 
 import typer
 
-from consumer.listener import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, ListenerConfig, serve
+from consumer.pipeline.listener import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    ListenerConfig,
+    serve,
+)
 from producers import ProducerConfig
 from producers.durations import ConfigError, env_value, parse_int
 

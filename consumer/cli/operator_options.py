@@ -2,7 +2,7 @@
 configuration they resolve to, and one-line errors with the documented exit codes.
 
 Every flag is the ``TELEMETRY_*`` variable without its prefix; a flag given on the command line
-wins over the environment, and both are parsed by :class:`consumer.config.WorkerConfig`, so the
+wins over the environment, and both are parsed by :class:`consumer.core.config.WorkerConfig`, so the
 operator commands see exactly the settings the worker sees.
 """
 
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Final, NoReturn
 import redis
 import typer
 
-from consumer.config import WorkerConfig
+from consumer.core.config import WorkerConfig
 from producers.durations import ConfigError, parse_duration_s
 
 EXIT_OK: Final = 0

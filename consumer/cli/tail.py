@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from consumer.admin.stream_admin import StreamAdmin, StreamEntry
+from consumer.aggregation.privacy import Pseudonymizer, for_config
 from consumer.cli.operator_options import (
     EXIT_USAGE,
     Group,
@@ -30,8 +32,6 @@ from consumer.cli.operator_options import (
     load_config,
     redis_errors,
 )
-from consumer.privacy import Pseudonymizer, for_config
-from consumer.stream_admin import StreamAdmin, StreamEntry
 from producers.keys import stream_key
 from producers.wire import KIND_NAMES, WireError, decode_entry
 

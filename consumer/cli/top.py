@@ -4,7 +4,7 @@ Where each number comes from:
 
 * events/s per measurement: new entries read with a plain ``XREAD`` (no group: watching never
   creates pending entries) and decoded, counted over the refresh interval;
-* lag and pending per shard: ``XINFO GROUPS`` / ``XPENDING`` (:mod:`consumer.stream_admin`);
+* lag and pending per shard: ``XINFO GROUPS`` / ``XPENDING`` (:mod:`consumer.admin.stream_admin`);
 * dead letters: the length of ``PREFIX:dlq`` and its growth;
 * open windows and write latency: the worker's Prometheus ``/metrics`` (``--metrics-url``, or
   ``http://127.0.0.1:$TELEMETRY_METRICS_PORT/metrics`` when that is set); without it those
@@ -34,6 +34,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from consumer.admin.stream_admin import StreamAdmin
 from consumer.cli.operator_options import (
     Group as GroupOpt,
 )
@@ -46,7 +47,6 @@ from consumer.cli.operator_options import (
     load_config,
     redis_errors,
 )
-from consumer.stream_admin import StreamAdmin
 from producers.wire import WireError, decode_entry
 
 READ_BUDGET: Final = 20_000

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from consumer.catalogue import PIPELINE_MEASUREMENT
+from consumer.aggregation.catalogue import PIPELINE_MEASUREMENT
 from consumer.dashboards.grafana import (
     DEFAULT_FOLDER,
     DEFAULT_FOLDER_UID,

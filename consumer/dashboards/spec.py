@@ -1,6 +1,6 @@
 """The dashboards, as one spec: every panel of every dashboard, in both query languages.
 
-Read this as a table. Field names come from the measurement catalogue (``consumer/catalogue.py``)
+Read this as a table. Field names come from the measurement catalogue (``consumer/aggregation/catalogue.py``)
 and follow the aggregation semantics of ``docs/semantics.md``; ``queries.py`` explains how each
 metric re-aggregates window points. ``tests/test_dashboards_spec.py`` checks every field named here
 exists in the catalogue (or in the worker's own measurement).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from consumer.catalogue import LEARNING_COMPONENT_MEASUREMENTS, PIPELINE_MEASUREMENT
+from consumer.aggregation.catalogue import LEARNING_COMPONENT_MEASUREMENTS, PIPELINE_MEASUREMENT
 from consumer.dashboards.model import (
     Dashboard,
     Expression,

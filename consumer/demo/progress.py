@@ -16,7 +16,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from consumer.stream_admin import StreamAdmin
+from consumer.admin.stream_admin import StreamAdmin
 
 REFRESH_S: Final = 0.25
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from consumer.config import WorkerConfig
+from consumer.core.config import WorkerConfig
 from consumer.demo.services import Service
 
 _EVENT_COUNT: Final = re.compile(r"(?:^|,)event_count=(\d+)i(?:,|$)")

@@ -28,14 +28,14 @@ from typing import Any, Final
 import redis
 from rich.console import Console
 
-from consumer.config import WorkerConfig
+from consumer.admin.stream_admin import StreamAdmin
+from consumer.core.config import WorkerConfig
 from consumer.demo.progress import Progress
 from consumer.demo.results import count_points, queries_for
 from consumer.demo.services import DEMO_DATABASE, Service, Services
 from consumer.demo.workload import Workload
-from consumer.dlq_ops import parse_record
-from consumer.stream_admin import StreamAdmin
-from consumer.worker import Worker
+from consumer.dlq.ops import parse_record
+from consumer.pipeline.worker import Worker
 from producers import Telemetry
 
 TICK_S: Final = 0.02

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol, runtime_checkable
 
-from consumer.model import Point
+from consumer.core.model import Point
 
 logger = logging.getLogger(__name__)
 

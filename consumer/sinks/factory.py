@@ -22,7 +22,7 @@ DEFAULT_TIMEOUT_S: Final = 10.0
 
 
 class SinkConfig(Protocol):
-    """The attributes :func:`make_sink` reads (``consumer.config.WorkerConfig`` has them all).
+    """The attributes :func:`make_sink` reads (``consumer.core.config.WorkerConfig`` has them all).
 
     An optional ``influx_timeout_s`` (float seconds) sets the HTTP timeout; default 10 s.
     """

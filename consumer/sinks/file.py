@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from consumer.line_protocol import encode_points
-from consumer.model import Point
+from consumer.core.model import Point
 from consumer.sinks.base import SinkError, SinkUnavailable, WriteResult
+from consumer.sinks.line_protocol import encode_points
 
 
 class FileSink:

@@ -1,7 +1,7 @@
 """InfluxDB 1.x ``/write`` sink (also served by InfluxDB 3.x and 2.x's compatibility API).
 
 Each write is one ``POST /write?db=&rp=&precision=ns`` carrying our own line protocol
-(:func:`consumer.line_protocol.encode_points`), with basic auth when a user is set. urllib3 is
+(:func:`consumer.sinks.line_protocol.encode_points`), with basic auth when a user is set. urllib3 is
 used with retries disabled: the worker owns retries, so that it can renew its shard lease and
 stop while it waits.
 """
@@ -15,8 +15,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from consumer.line_protocol import encode_points
-from consumer.model import Point
+from consumer.core.model import Point
 from consumer.sinks.base import (
     MAX_BATCH_POINTS,
     SinkError,
@@ -26,6 +25,7 @@ from consumer.sinks.base import (
     error_message,
     write_bisecting,
 )
+from consumer.sinks.line_protocol import encode_points
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The client's SYNCHRONOUS write API is used, never its batching one: the worker must know that a
 batch reached InfluxDB before it acknowledges the stream entries. Client-side retries are off
 (``retries=False``) because the worker owns retries. The body is our own line protocol
-(:func:`consumer.line_protocol.encode_points`), so escaping is the same for v1 and v2.
+(:func:`consumer.sinks.line_protocol.encode_points`), so escaping is the same for v1 and v2.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS, WriteApi
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from consumer.line_protocol import encode_points
-from consumer.model import Point
+from consumer.core.model import Point
 from consumer.sinks.base import (
     MAX_BATCH_POINTS,
     SinkError,
@@ -29,6 +28,7 @@ from consumer.sinks.base import (
     error_message,
     write_bisecting,
 )
+from consumer.sinks.line_protocol import encode_points
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from consumer.model import FieldValue, Point
+from consumer.core.model import FieldValue, Point
 from consumer.sinks.base import SinkError, SinkUnavailable, WriteResult
 
 PointKey = tuple[str, tuple[tuple[str, str], ...], int]
