@@ -112,7 +112,7 @@ def test_flags_override_and_are_parsed_like_variables() -> None:
 def test_the_worker_process_tunes_the_collector_and_an_embedding_one_keeps_its_own() -> None:
     import gc
 
-    from consumer.worker import COLLECTOR_THRESHOLDS, tune_collector
+    from consumer.pipeline.worker import COLLECTOR_THRESHOLDS, tune_collector
 
     before = gc.get_threshold()
     assert before != COLLECTOR_THRESHOLDS

@@ -83,7 +83,7 @@ types) already found valid: most events repeat a few shapes, so the full checks 
 GOOD_NAMES: Final = _good_names
 GOOD_TAG_VALUES: Final = _good_tag_values
 """The memos of tag keys and tag values found valid, for a caller that checks tags as the fast
-path here does (:meth:`consumer.window.ShardWindows.record_batch` opening a new series)."""
+path here does (:meth:`consumer.aggregation.window.ShardWindows.record_batch` opening a new series)."""
 
 
 def output_names(name: str, code: int) -> tuple[str, ...]:

@@ -377,7 +377,7 @@ class ShardWindows:
 
         A new series is the common case at high cardinality (one per user and bot in every
         window), so it must not cost an ``Event`` and a second pass of checks. This is what
-        :func:`~consumer.validate.validate` then :meth:`record` do for it, when every tag name
+        :func:`~consumer.aggregation.validate.validate` then :meth:`record` do for it, when every tag name
         and value is one validation has passed before (the same memo its fast path reads) and
         the cardinality guard has room; anything else (an unseen or empty value, a collapse,
         which must be counted) returns ``None`` and goes one by one.
