@@ -134,6 +134,23 @@ def _drive(workload: Workload, options: DemoOptions, progress: Progress) -> floa
     return time.monotonic() - started
 
 
+def _drain(worker_config: WorkerConfig, workers: list[Worker], progress: Progress, elapsed: float) -> None:
+    """A draining worker writes every open window; it joins ``workers`` first, which the progress
+    display reads, and the display follows it until it ends."""
+    drainer = Worker(dataclasses.replace(worker_config, drain=True, consumer=f"demo-drain-{os.getpid()}"))
+    workers.append(drainer)
+    drain_thread = threading.Thread(target=drainer.run, name="demo-drain", daemon=True)
+    drain_thread.start()
+    while drain_thread.is_alive():
+        progress.update(elapsed)
+        drain_thread.join(timeout=0.25)
+
+
+def _new_dead_letters(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Dead letters per reason written during this run (the stream may hold older ones)."""
+    return {reason: n - before.get(reason, 0) for reason, n in after.items() if n - before.get(reason, 0)}
+
+
 def run_demo(
     config: WorkerConfig,
     options: DemoOptions,
@@ -175,24 +192,11 @@ def run_demo(
                 progress.phase("draining the worker: writing every open window")
                 worker.stop()
                 thread.join(timeout=60)
-                drainer = Worker(
-                    dataclasses.replace(worker_config, drain=True, consumer=f"demo-drain-{os.getpid()}")
-                )
-                workers.append(drainer)
-                drain_thread = threading.Thread(target=drainer.run, name="demo-drain", daemon=True)
-                drain_thread.start()
-                while drain_thread.is_alive():
-                    progress.update(elapsed)
-                    drain_thread.join(timeout=0.25)
+                _drain(worker_config, workers, progress, elapsed)
             totals: Counter[str] = Counter()
             for each in workers:
                 totals.update(each.stats.totals)
-            dead_after = admin.dead_letter_counts().by_reason
-            dead = {
-                reason: n - dead_before.get(reason, 0)
-                for reason, n in dead_after.items()
-                if n - dead_before.get(reason, 0)
-            }
+            dead = _new_dead_letters(dead_before, admin.dead_letter_counts().by_reason)
             points = count_points(worker_config, influx, sorted(workload.sent), since_ns)
         finally:
             tel.close(timeout=5.0)
