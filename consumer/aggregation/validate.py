@@ -80,10 +80,6 @@ _good_tag_values: set[str] = set()
 _good_shapes: set[tuple[object, ...]] = set()
 """Bounded memos of names, tag values and event shapes (kind, measurement, field names and value
 types) already found valid: most events repeat a few shapes, so the full checks run rarely."""
-GOOD_NAMES: Final = _good_names
-GOOD_TAG_VALUES: Final = _good_tag_values
-"""The memos of tag keys and tag values found valid, for a caller that checks tags as the fast
-path here does (:meth:`consumer.aggregation.window.ShardWindows.record_batch` opening a new series)."""
 
 
 def output_names(name: str, code: int) -> tuple[str, ...]:
@@ -143,12 +139,22 @@ def _check_name(name: object, what: str) -> str | None:
     return problem
 
 
+def tags_known_good(tags: dict[Any, Any]) -> bool:
+    """Every tag key and value is one validation has passed before: the tags are valid as they are.
+
+    For the fast paths here and in :meth:`consumer.aggregation.window.ShardWindows.record_batch`
+    (a new series); ``False`` sends the event through the full checks, which decide.
+    """
+    good_names, good_values = _good_names, _good_tag_values
+    for key, value in tags.items():
+        if key not in good_names or value.__class__ is not str or value not in good_values:
+            return False
+    return True
+
+
 def _check_tags(tags: dict[Any, Any]) -> tuple[dict[str, str], str | None]:
     """The tags as they are when every name is known good (the common case), else the slow path."""
-    for key, value in tags.items():
-        if key not in _good_names or value.__class__ is not str or value not in _good_tag_values:
-            return _check_tags_slowly(tags)
-    return tags, None
+    return (tags, None) if tags_known_good(tags) else _check_tags_slowly(tags)
 
 
 def _check_tags_slowly(tags: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:
@@ -284,10 +290,8 @@ def _validate_known_shape(raw: list[Any], position: Position) -> Event | None:
         return None
     if (kind, measurement, *fields, *map(type, fields.values())) not in _good_shapes:
         return None
-    good_names, good_values = _good_names, _good_tag_values
-    for key, tag in tags.items():
-        if key not in good_names or tag.__class__ is not str or tag not in good_values:
-            return None
+    if not tags_known_good(tags):
+        return None
     for value in fields.values():
         cls = value.__class__
         if cls is float:

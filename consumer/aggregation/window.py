@@ -76,10 +76,9 @@ from consumer.aggregation.point_events import as_emit, input_rejection
 from consumer.aggregation.raw_points import RawPoints
 from consumer.aggregation.validate import (
     EVENT_COUNT_FIELD,
-    GOOD_NAMES,
-    GOOD_TAG_VALUES,
     MAX_TS_S,
     MIN_TS_S,
+    tags_known_good,
     validate,
 )
 from consumer.aggregation.window_log import HEAD, LogWrite, WindowLog, read_log
@@ -382,11 +381,7 @@ class ShardWindows:
         the cardinality guard has room; anything else (an unseen or empty value, a collapse,
         which must be counted) returns ``None`` and goes one by one.
         """
-        names, values = GOOD_NAMES, GOOD_TAG_VALUES
-        for key, value in tags.items():
-            if key not in names or value.__class__ is not str or value not in values:
-                return None
-        if window.per_measurement.get(measurement, 0) >= self._max_series:
+        if not tags_known_good(tags) or window.per_measurement.get(measurement, 0) >= self._max_series:
             return None
         return self._find_series(window, measurement, tags)
 
