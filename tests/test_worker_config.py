@@ -109,17 +109,33 @@ def test_flags_override_and_are_parsed_like_variables() -> None:
         parse_flags(["--no-such", "1"])
 
 
-def test_the_worker_process_tunes_the_collector_and_an_embedding_one_keeps_its_own() -> None:
+def test_the_worker_process_tunes_the_collector_and_an_embedding_one_keeps_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
-    from consumer.pipeline.worker import COLLECTOR_THRESHOLDS, tune_collector
+    from consumer.pipeline import worker as worker_module
+
+    seen: list[tuple[tuple[int, ...], int]] = []
+
+    class Running:
+        """Stands in for Worker: records the collector's settings the loop would run with."""
+
+        def __init__(self, config: WorkerConfig) -> None:
+            assert gc.get_threshold() != worker_module.COLLECTOR_THRESHOLDS  # built before the tuning
+
+        def run(self) -> int:
+            seen.append((gc.get_threshold(), gc.get_freeze_count()))
+            return 7
 
     before = gc.get_threshold()
-    assert before != COLLECTOR_THRESHOLDS
+    worker_module.Worker(WorkerConfig(influx_url="memory://"))  # embedding: nothing changes
+    assert gc.get_threshold() == before
+    monkeypatch.setattr(worker_module, "Worker", Running)
     try:
-        tune_collector()
-        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
-        assert gc.get_freeze_count() > 0
+        assert worker_module.run_worker(WorkerConfig(influx_url="memory://")) == 7
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+    [(threshold, frozen)] = seen
+    assert threshold == worker_module.COLLECTOR_THRESHOLDS
+    assert frozen > 0
