@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from bench.checkpoint_cost import BASE_S, CONFIG, populated, record_users
 from consumer.aggregation.window import Flush, ShardWindows
-from consumer.aggregation.window_log import MAX_SEGMENTS, SEGMENT
+from consumer.aggregation.window_log import HEAD, LOG_VERSION, MAX_SEGMENTS, SEGMENT, segment_name
 from consumer.aggregation.window_state import decode_series, decode_window, encode_series, unpack_snapshot
 from consumer.core.checkpoint import CheckpointStore, StateWrite
 from consumer.core.errors import Fenced
@@ -170,9 +170,49 @@ def test_a_series_written_since_the_last_checkpoint_is_saved_as_written(redis_se
     saver.save(windows, dedupe)
     windows.commit(windows.collect_due(BASE_S + 2, idle=True))   # only its committed version changes
     assert windows.dirty_count == 0
-    saver.save(windows, dedupe)
+    write = saver.save(windows, dedupe)
     restored, _ = saver.restore(SMALL)
     assert restored.dirty_count == 0 and canonical(restored) == canonical(windows)
+    assert not [name for name in write.fields if name.startswith(SEGMENT)]   # a clean mark, no record
+
+
+def _two_users_saved(saver: Saver) -> tuple[ShardWindows, Dedupe, Flush]:
+    """u1 and u2 in one saved segment, both dirty; the flush that would write them."""
+    windows, dedupe = ShardWindows(**SMALL), Dedupe(ttl_s=5)
+    windows.record_batch([[KIND_EMIT, "m", BASE_S, {"user_id": user}, {"v": 1.0}] for user in ("u1", "u2")],
+                         1, 0, BASE_S)
+    saver.save(windows, dedupe)
+    return windows, dedupe, windows.collect_due(BASE_S + 2, idle=True)
+
+
+def test_a_commit_of_a_whole_segment_is_a_clean_mark_and_of_part_of_one_a_record(
+        redis_server: RedisServer) -> None:
+    _, saver = _owner(redis_server)
+    windows, dedupe, flush = _two_users_saved(saver)
+    part = Flush()
+    part._marks = [mark for mark in flush._marks if mark[1].key[1] == (("user_id", "u1"),)]
+    windows.commit(part)                               # u1 written, u2 still dirty in the same segment
+    write = saver.save(windows, dedupe)
+    assert [name for name in write.fields if name.startswith(SEGMENT)] == [segment_name(int(BASE_S), 1)]  # u1
+    restored, _ = saver.restore(SMALL)
+    assert restored.dirty_count == 1 and canonical(restored) == canonical(windows)
+    windows.commit(flush)                              # now u2 too: segment 0 holds only u2, clean
+    write = saver.save(windows, dedupe)
+    assert not [name for name in write.fields if name.startswith(SEGMENT)]
+    restored, _ = saver.restore(SMALL)
+    assert restored.dirty_count == 0 and canonical(restored) == canonical(windows)
+
+
+def test_a_manifest_of_the_format_before_clean_marks_still_restores(redis_server: RedisServer) -> None:
+    client, saver = _owner(redis_server)
+    _two_users_saved(saver)
+    expected = canonical(saver.restore(SMALL)[0])
+    head = msgpack.unpackb(client.hget(saver.store.key(0), HEAD), raw=False, strict_map_key=False)
+    assert head["v"] == LOG_VERSION and all(len(window) == 4 for window in head["win"])
+    head["v"], head["win"] = 5, [window[:3] for window in head["win"]]
+    client.hset(saver.store.key(0), HEAD, msgpack.packb(head, use_bin_type=True))
+    restored, _ = saver.restore(SMALL)
+    assert restored.dirty_count == 2 and canonical(restored) == expected
 
 
 def test_a_small_change_at_10k_series_writes_a_few_kib(redis_server: RedisServer) -> None:

@@ -13,7 +13,16 @@ Layout (fields of the shard's state hash, :mod:`consumer.core.checkpoint`):
     into, or committed); a series' current state is in the highest-numbered segment holding it.
 ``wh``
     The manifest, rewritten by every checkpoint: format version, watermark and counters, type
-    registries, raw-mode state, and per window its ``flushed`` flag and segment numbers.
+    registries, raw-mode state, and per window its ``flushed`` flag, segment numbers and *clean*
+    segment numbers.
+
+A series whose only change is its commit (its points were written; its data is as saved) is
+not written again when every current series of its segment is clean at its saved version:
+the segment is marked clean in the manifest instead, and a restore reads its records as
+committed. That is the usual case (a window's series are written together once it is due), and
+it halves what checkpoints encode: before, each series was encoded once for its data and once
+more for its commit. Otherwise (some of the segment's series are still dirty) it is written
+again, with its commit, as any change.
 
 Keeping it bounded: a segment none of whose series is current any more is deleted in the same
 checkpoint. When a window's segments hold more than twice its series (plus
@@ -42,7 +51,9 @@ from consumer.core.checkpoint import state_bytes
 
 HEAD: Final = "wh"
 SEGMENT: Final = "ws:"
-LOG_VERSION: Final = 5
+LOG_VERSION: Final = 6
+READABLE_VERSIONS: Final = (5, LOG_VERSION)
+"""Version 5 is 6 without clean segments."""
 MAX_SEGMENTS: Final = 8
 """Segments one window may have before all but its largest are merged."""
 GARBAGE_SLACK: Final = 256
@@ -55,13 +66,18 @@ def segment_name(window: int, number: int) -> str:
 
 @dataclass(slots=True)
 class _Planned:
-    """One window's part of a write: the new segment, and the window's segments afterwards."""
+    """One window's part of a write: the new segment (if any), and the window's segments afterwards."""
 
     window: Window
-    number: int
+    number: int | None
     series: list[Series]
-    marks: list[int]
-    segments: dict[int, list[int]]  # number -> [current series, records]
+    segments: dict[int, list[int]]  # number -> [current series, records, clean (0/1)]
+    absorbed: list[Series] = field(default_factory=list)
+    """Series whose commit a segment marked clean records (not written again)."""
+    marks: list[tuple[int, int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.marks = [(s.version, s.committed) for s in (*self.series, *self.absorbed)]
 
 
 @dataclass(slots=True)
@@ -87,7 +103,7 @@ class WindowLog:
     __slots__ = ("_next", "_stored")
 
     def __init__(self) -> None:
-        self._stored: dict[int, dict[int, list[int]]] = {}  # window -> number -> [current, records]
+        self._stored: dict[int, dict[int, list[int]]] = {}  # window -> number -> [current, records, clean]
         self._next: dict[int, int] = {}
 
     def write(self, windows: dict[int, Window], head: dict[str, Any], *, full: bool) -> LogWrite:
@@ -100,13 +116,15 @@ class WindowLog:
             planned = self._plan(window, stored)
             if planned is not None:
                 out.planned.append(planned)
-                out.fields[segment_name(index, planned.number)] = encode_segment(planned.series)
+                if planned.number is not None:
+                    out.fields[segment_name(index, planned.number)] = encode_segment(planned.series)
                 if stored is not None:
                     out.deleted += [segment_name(index, n) for n in stored if n not in planned.segments]
-                numbers = sorted(planned.segments)
+                segments = planned.segments
             else:
-                numbers = sorted(stored or ())
-            manifest.append([index, window.flushed, numbers])
+                segments = stored or {}
+            manifest.append([index, window.flushed, sorted(segments),
+                             sorted(n for n, counts in segments.items() if counts[2])])
         if not full:
             out.gone = [index for index in self._stored if index not in windows]
             out.deleted += [segment_name(index, n) for index in out.gone for n in self._stored[index]]
@@ -122,11 +140,17 @@ class WindowLog:
         if not changed:
             return None
         segments = {n: list(counts) for n, counts in stored.items()}
+        absorbed = self._absorb(changed, segments)
+        if absorbed:
+            changed = [s for s in changed if s.seg not in absorbed]
         for series in changed:
             counts = segments.get(series.seg)
             if counts is not None:
                 counts[0] -= 1
         segments = {n: counts for n, counts in segments.items() if counts[0] > 0}
+        absorbed_series = [s for n in absorbed for s in absorbed[n]]
+        if not changed:
+            return _Planned(window, None, [], segments, absorbed_series)
         records = sum(counts[1] for counts in segments.values()) + len(changed)
         if records > 2 * len(window.series) + GARBAGE_SLACK:
             return self._rewrite(window, number)
@@ -136,14 +160,34 @@ class WindowLog:
             changed = [s for s in window.series.values()
                        if s in moving or (s.seg != keep and s.seg in segments)]
             segments = {keep: segments[keep]}
-        segments[number] = [len(changed), len(changed)]
-        return _Planned(window, number, changed, [s.version + s.committed for s in changed], segments)
+            absorbed_series = [s for s in absorbed_series if s.seg == keep]
+        segments[number] = [len(changed), len(changed), 0]
+        return _Planned(window, number, changed, segments, absorbed_series)
+
+    @staticmethod
+    def _absorb(changed: list[Series], segments: dict[int, list[int]]) -> dict[int, list[Series]]:
+        """Segments whose every current series is now clean at its saved version, marked clean
+        in ``segments``: number -> its series among ``changed`` (their commit is all that moved).
+
+        A segment counts only when all its current series are among ``changed``: one left out
+        is unchanged since saved, and may be saved dirty."""
+        candidates: dict[int, list[Series]] = {}
+        spoiled: set[int] = set()
+        for s in changed:
+            if s.version == s.saved_version and s.committed == s.version:
+                candidates.setdefault(s.seg, []).append(s)
+            else:
+                spoiled.add(s.seg)
+        absorbed = {n: found for n, found in candidates.items()
+                    if n not in spoiled and n in segments and len(found) == segments[n][0]}
+        for n in absorbed:
+            segments[n][2] = 1
+        return absorbed
 
     @staticmethod
     def _rewrite(window: Window, number: int) -> _Planned:
         series = list(window.series.values())
-        return _Planned(window, number, series, [s.version + s.committed for s in series],
-                        {number: [len(series), len(series)]})
+        return _Planned(window, number, series, {number: [len(series), len(series), 0]})
 
     def saved(self, write: LogWrite) -> None:
         """``write`` is stored: record its segments, mark its series as saved."""
@@ -156,9 +200,13 @@ class WindowLog:
         for planned in write.planned:
             index = planned.window.index
             self._stored[index] = planned.segments
-            self._next[index] = planned.number + 1
-            for series, mark in zip(planned.series, planned.marks, strict=True):
-                series.seg, series.saved = planned.number, mark
+            if planned.number is not None:
+                self._next[index] = planned.number + 1
+                for series in planned.series:
+                    series.seg = planned.number
+            for series, (version, committed) in zip((*planned.series, *planned.absorbed), planned.marks,
+                                                    strict=True):
+                series.saved, series.saved_version = version + committed, version
         for window in write.windows:
             window.cleaned.clear()
 
@@ -174,17 +222,20 @@ def read_log(fields: dict[str, bytes]) -> tuple[dict[str, Any], Iterator[Window]
         ValueError: the manifest is of another format version.
     """
     head: dict[str, Any] = msgpack.unpackb(fields[HEAD], raw=False, strict_map_key=False)
-    if head.get("v") != LOG_VERSION:
+    if head.get("v") not in READABLE_VERSIONS:
         raise ValueError(f"checkpoint manifest version {head.get('v')!r} is not {LOG_VERSION}")
 
     def windows() -> Iterator[Window]:
-        for index, flushed, numbers in head["win"]:
+        for index, flushed, numbers, *rest in head["win"]:
             window = Window(index)
             window.flushed = flushed
+            clean = set(rest[0]) if rest else set()
             for number in sorted(numbers):  # later segments hold the later state of a series
                 for record in msgpack.unpackb(zlib.decompress(fields[segment_name(index, number)]),
                                               raw=False, strict_map_key=False):
                     series = decode_series(record)
+                    if number in clean:
+                        series.committed = series.version
                     window.series[series.key] = series  # a known key keeps its place (creation order)
             for series in window.series.values():
                 if series.version != series.committed:

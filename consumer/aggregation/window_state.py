@@ -55,11 +55,12 @@ class Series:
     """One series in one window: event count, per-field accumulators, dirty versioning.
 
     ``saved`` is ``version + committed`` when the series was last checkpointed (both only grow,
-    so any change since shows), ``seg`` the checkpoint segment holding it
+    so any change since shows), ``saved_version`` its ``version`` then (equal now: only its
+    commit changed), ``seg`` the checkpoint segment holding it
     (:mod:`consumer.aggregation.window_log`).
     """
 
-    __slots__ = ("committed", "count", "fields", "key", "saved", "seg", "version")
+    __slots__ = ("committed", "count", "fields", "key", "saved", "saved_version", "seg", "version")
 
     def __init__(self, key: SeriesKey) -> None:
         self.key = key
@@ -67,6 +68,7 @@ class Series:
         self.version = 0
         self.committed = 0
         self.saved = -1
+        self.saved_version = -1
         self.seg = -1
         # name -> [code, ...state]; see new_accumulator for the layouts
         self.fields: dict[str, list[Any]] = {}
