@@ -29,18 +29,17 @@ import statistics
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import urllib3
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import cardinality_profile as prof
 from bench.cardinality_workload import MEASUREMENT, WINDOW_S, Step, make_step
 from consumer.aggregation.window import ShardWindows
+from consumer.cli.top import scrape
 from consumer.core.checkpoint import CheckpointStore, StateWrite
 from consumer.core.config import DEFAULT_MAX_SERIES, WorkerConfig
 from consumer.core.model import Point
@@ -60,7 +59,6 @@ TIMEOUT_S: Final = 180.0
 POLL_S: Final = 0.1
 QUERY_POLL_S: Final = 0.5
 """Between two sums asked of influxd, once the worker says it wrote everything."""
-POINTS_OUT: Final = "telemetry_worker_points_out_total"
 REPEATS: Final = 3
 RESULTS_DIR: Final = Path(__file__).parent
 
@@ -217,13 +215,8 @@ def _state_bytes(client: Any, shard: int) -> int:
 
 def _points_out(port: int) -> int:
     """Points the worker has had acknowledged by InfluxDB, summed over shards (0 before it serves)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0
-    return round(sum(sample.value for family in text_string_to_metric_families(text)
-                     for sample in family.samples if sample.name == POINTS_OUT))
+    metrics = scrape(f"http://127.0.0.1:{port}/metrics", timeout_s=5.0)
+    return round(metrics.points_out) if metrics is not None else 0
 
 
 def _fill(client: Any, entries: Sequence[tuple[str, dict[bytes, bytes]]]) -> None:

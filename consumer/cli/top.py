@@ -60,6 +60,8 @@ class WorkerMetrics:
     open_windows: dict[str, float] = field(default_factory=dict)
     latency_sum_s: float = 0.0
     latency_count: float = 0.0
+    points_out: float = 0.0
+    """Points InfluxDB has acknowledged since the worker started."""
 
 
 def scrape(url: str | None, timeout_s: float = 1.0) -> WorkerMetrics | None:
@@ -72,7 +74,7 @@ def scrape(url: str | None, timeout_s: float = 1.0) -> WorkerMetrics | None:
     except OSError:
         return None
     windows: dict[str, float] = {}
-    latency_sum = latency_count = 0.0
+    latency_sum = latency_count = points_out = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "telemetry_worker_open_windows":
@@ -81,7 +83,9 @@ def scrape(url: str | None, timeout_s: float = 1.0) -> WorkerMetrics | None:
                 latency_sum += sample.value
             elif sample.name == "telemetry_worker_write_latency_seconds_count":
                 latency_count += sample.value
-    return WorkerMetrics(windows, latency_sum, latency_count)
+            elif sample.name == "telemetry_worker_points_out_total":
+                points_out += sample.value
+    return WorkerMetrics(windows, latency_sum, latency_count, points_out)
 
 
 @dataclass(slots=True)
