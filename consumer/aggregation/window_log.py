@@ -140,17 +140,16 @@ class WindowLog:
         if not changed:
             return None
         segments = {n: list(counts) for n, counts in stored.items()}
-        absorbed = self._absorb(changed, segments)
-        if absorbed:
-            changed = [s for s in changed if s.seg not in absorbed]
+        clean = self._absorb(changed, segments)
+        absorbed = [s for s in changed if s.seg in clean]
+        changed = [s for s in changed if s.seg not in clean]
         for series in changed:
             counts = segments.get(series.seg)
             if counts is not None:
                 counts[0] -= 1
         segments = {n: counts for n, counts in segments.items() if counts[0] > 0}
-        absorbed_series = [s for n in absorbed for s in absorbed[n]]
         if not changed:
-            return _Planned(window, None, [], segments, absorbed_series)
+            return _Planned(window, None, [], segments, absorbed)
         records = sum(counts[1] for counts in segments.values()) + len(changed)
         if records > 2 * len(window.series) + GARBAGE_SLACK:
             return self._rewrite(window, number)
@@ -160,29 +159,29 @@ class WindowLog:
             changed = [s for s in window.series.values()
                        if s in moving or (s.seg != keep and s.seg in segments)]
             segments = {keep: segments[keep]}
-            absorbed_series = [s for s in absorbed_series if s.seg == keep]
+            absorbed = [s for s in absorbed if s.seg == keep]
         segments[number] = [len(changed), len(changed), 0]
-        return _Planned(window, number, changed, segments, absorbed_series)
+        return _Planned(window, number, changed, segments, absorbed)
 
     @staticmethod
-    def _absorb(changed: list[Series], segments: dict[int, list[int]]) -> dict[int, list[Series]]:
-        """Segments whose every current series is now clean at its saved version, marked clean
-        in ``segments``: number -> its series among ``changed`` (their commit is all that moved).
+    def _absorb(changed: list[Series], segments: dict[int, list[int]]) -> set[int]:
+        """The segments whose every current series is now clean at its saved version (only their
+        commit moved), marked clean in ``segments``.
 
         A segment counts only when all its current series are among ``changed``: one left out
         is unchanged since saved, and may be saved dirty."""
-        candidates: dict[int, list[Series]] = {}
+        now_clean: dict[int, int] = {}  # segment -> its series among ``changed`` now clean as saved
         spoiled: set[int] = set()
         for s in changed:
             if s.version == s.saved_version and s.committed == s.version:
-                candidates.setdefault(s.seg, []).append(s)
+                now_clean[s.seg] = now_clean.get(s.seg, 0) + 1
             else:
                 spoiled.add(s.seg)
-        absorbed = {n: found for n, found in candidates.items()
-                    if n not in spoiled and n in segments and len(found) == segments[n][0]}
-        for n in absorbed:
+        clean = {n for n, count in now_clean.items()
+                 if n not in spoiled and n in segments and count == segments[n][0]}
+        for n in clean:
             segments[n][2] = 1
-        return absorbed
+        return clean
 
     @staticmethod
     def _rewrite(window: Window, number: int) -> _Planned:
