@@ -103,12 +103,9 @@ def test_record_batch_equals_one_by_one(pseudonymise: bool, ops: list[tuple[Any,
     assert _points(final[0]) == _points(final[1])
 
 
-def test_record_batch_takes_the_fast_path_and_dead_letters_neighbours() -> None:
-    """A known series is folded without validate(); a bad neighbour is rejected alone."""
-    windows = ShardWindows(**CONFIG)
-    good = [0, "m", BASE_S + 0.5, {"bot": "elena"}, {"x": 1.0, "flag": True}]
-    assert windows.record_batch([good], 1, 0, BASE_S) == []
-    calls = []
+def one_by_one(windows: ShardWindows) -> list[int]:
+    """The positions of the events that ``windows`` records one by one (off the fast path) from now on."""
+    calls: list[int] = []
     original = windows._record_one
 
     def spy(*args: Any) -> Any:
@@ -116,6 +113,15 @@ def test_record_batch_takes_the_fast_path_and_dead_letters_neighbours() -> None:
         return original(*args)
 
     windows._record_one = spy  # type: ignore[method-assign]
+    return calls
+
+
+def test_record_batch_takes_the_fast_path_and_dead_letters_neighbours() -> None:
+    """A known series is folded without validate(); a bad neighbour is rejected alone."""
+    windows = ShardWindows(**CONFIG)
+    good = [0, "m", BASE_S + 0.5, {"bot": "elena"}, {"x": 1.0, "flag": True}]
+    assert windows.record_batch([good], 1, 0, BASE_S) == []
+    calls = one_by_one(windows)
     bad = [0, "m", BASE_S + 0.6, {"bot": "elena"}, {"x": math.nan, "flag": False}]
     rejected = windows.record_batch([good, bad, good], 2, 0, BASE_S)
     assert rejected == [(1, "invalid_value", "field 'x': nan is not a finite number")]
@@ -147,14 +153,7 @@ def test_a_new_series_with_known_tag_values_opens_on_the_fast_path() -> None:
     windows = ShardWindows(**CONFIG)
     seen = [[0, "m", BASE_S + 0.5, {"user_id": user, "bot": "elena"}, {"x": 1.0}] for user in ("u1", "u2")]
     assert windows.record_batch(seen, 1, 0, BASE_S) == []
-    calls = []
-    original = windows._record_one
-
-    def spy(*args: Any) -> Any:
-        calls.append(args[3])
-        return original(*args)
-
-    windows._record_one = spy  # type: ignore[method-assign]
+    calls = one_by_one(windows)
     later = BASE_S + 2.5  # the next window: both series are new there, their tag values known
     events = [[0, "m", later, {"user_id": "u1", "bot": "elena"}, {"x": 1.0}],  # opens the window
               [0, "m", later, {"bot": "elena", "user_id": "u2"}, {"x": 2.0}],
