@@ -16,7 +16,7 @@ import pytest
 from consumer.aggregation import catalogue
 from consumer.aggregation.catalogue import MeasurementSpec, Mode, mode_of
 from consumer.aggregation.privacy import Pseudonymizer
-from consumer.aggregation.window import ShardWindows
+from consumer.aggregation.window import SNAPSHOT_VERSION, ShardWindows
 from consumer.core.config import WorkerConfig
 from consumer.core.model import Point
 from producers.durations import ConfigError
@@ -158,19 +158,19 @@ def test_pending_raw_points_and_types_survive_a_snapshot() -> None:
     windows.record_batch([_point("audit", 0, {"x": 1, "s": "é", "ok": True}, user_id="u1"),
                           [KIND_EMIT, "cpu", T_S, {}, {"y": 1.0}]], 1, 0, NOW_S)
     blob = windows.snapshot()
-    assert msgpack.unpackb(blob)["v"] == 4
+    assert msgpack.unpackb(blob)["v"] == SNAPSHOT_VERSION
     restored = ShardWindows.restore(blob, **CONFIG)
     assert restored.snapshot() == blob
     assert restored.collect_all().points == windows.collect_all().points
     assert restored.record_batch([_point("audit", 1, {"x": 1.5})], 2, 0, NOW_S)[0][1] == "type_conflict"
 
 
-def test_a_snapshot_without_raw_state_is_the_previous_version_and_loads_both_ways() -> None:
+def test_a_snapshot_without_raw_state_loads_both_ways() -> None:
     windows = _windows(raw_measurements=())
     windows.record_batch([[KIND_EMIT, "audit", T_S, {}, {"x": 1.0}]], 1, 0, NOW_S)
     blob = windows.snapshot()
     state = msgpack.unpackb(blob)
-    assert state["v"] == 3 and "raw" not in state                 # what a worker without raw mode reads
+    assert state["v"] == SNAPSHOT_VERSION and "raw" not in state
     restored = ShardWindows.restore(blob, **CONFIG)                # "audit" is raw now
     assert restored.raw_pending == 0
     assert restored.collect_all().points == windows.collect_all().points  # its window is still written

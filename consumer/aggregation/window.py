@@ -227,11 +227,11 @@ class ShardWindows:
             series = self._find_series(window, event.measurement, event.tags)
         series.count += 1
         series.version += 1
-        window.dirty.add(series)
+        window.dirty[series] = None
         if ts > watermark:
             self._watermark = ts
         position = event.position
-        update_fields(series.fields, event.fields, ts, codes, position.entry_ms, position.entry_seq,
+        update_fields(series, event.fields, ts, codes, position.entry_ms, position.entry_seq,
                       position.index)
         return None
 
@@ -302,10 +302,10 @@ class ShardWindows:
                                 current.blob = None
                                 series.count += 1
                                 series.version += 1
-                                current.dirty.add(series)
+                                current.dirty[series] = None
                                 if ts > self._watermark:
                                     self._watermark = ts
-                                update_fields(series.fields, fields, ts, codes, entry_ms, entry_seq, index)
+                                update_fields(series, fields, ts, codes, entry_ms, entry_seq, index)
                                 continue
             failure = self._record_one(raw, entry_ms, entry_seq, index, now_s, privacy)
             if failure is not None:
@@ -503,8 +503,7 @@ class ShardWindows:
         for series in window.dirty:
             key = series.key
             fields: dict[str, FieldValue] = {EVENT_COUNT_FIELD: series.count}
-            for name, acc in series.fields.items():
-                emit_fields(fields, name, acc)
+            emit_fields(fields, series)
             flush.points.append(Point(key[0], key[1], fields, time_ns))
             flush._marks.append((window, series, series.version))
 
@@ -517,7 +516,7 @@ class ShardWindows:
             if version > series.committed:
                 series.committed = version
             if series.version == series.committed and series in window.dirty:
-                window.dirty.discard(series)
+                del window.dirty[series]
                 window.cleaned.append(series)  # changed, and no longer in ``dirty``: the checkpoint saves it
 
     def evict(self) -> int:

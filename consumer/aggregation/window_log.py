@@ -51,9 +51,10 @@ from consumer.core.checkpoint import state_bytes
 
 HEAD: Final = "wh"
 SEGMENT: Final = "ws:"
-LOG_VERSION: Final = 6
-READABLE_VERSIONS: Final = (5, LOG_VERSION)
-"""Version 5 is 6 without clean segments."""
+LOG_VERSION: Final = 7
+READABLE_VERSIONS: Final = (5, 6, LOG_VERSION)
+"""Version 7's segments record each series' accumulators as one flat list
+(:func:`~consumer.aggregation.window_state.encode_series`); 6 added clean segments to 5."""
 MAX_SEGMENTS: Final = 8
 """Segments one window may have before all but its largest are merged."""
 GARBAGE_SLACK: Final = 256
@@ -238,7 +239,7 @@ def read_log(fields: dict[str, bytes]) -> tuple[dict[str, Any], Iterator[Window]
                     window.series[series.key] = series  # a known key keeps its place (creation order)
             for series in window.series.values():
                 if series.version != series.committed:
-                    window.dirty.add(series)
+                    window.dirty[series] = None
                 measurement = series.key[0]
                 window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
             yield window

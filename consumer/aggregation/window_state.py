@@ -39,10 +39,10 @@ from consumer.core.model import (
 )
 from producers.wire import KINDS
 
-SNAPSHOT_VERSION: Final = 4
-"""Version 4 adds raw-mode state (pending raw points, their field types); a snapshot without any
-is still written as version 3, which a worker without raw mode reads, and both are read here."""
-READABLE_VERSIONS: Final = (3, SNAPSHOT_VERSION)
+SNAPSHOT_VERSION: Final = 5
+"""Version 5 records a series' accumulators as one flat list (:func:`encode_series`); 4 added
+raw-mode state (pending raw points, their field types), and 3 had neither. All are read here."""
+READABLE_VERSIONS: Final = (3, 4, SNAPSHOT_VERSION)
 MAX_FIELDS_PER_MEASUREMENT: Final = 1_000
 """Distinct field names a measurement may have; an event adding more is ``too_many_fields``. The
 type registry is part of every checkpoint, so a flood of made-up field names must not grow it."""
@@ -51,16 +51,63 @@ QUANTILES: Final = (("_p50", 0.5), ("_p90", 0.9), ("_p99", 0.99))
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
+class Shape:
+    """Where each field's accumulator sits in a series' flat ``acc`` list; shared by the series
+    whose fields arrived in the same order.
+
+    A series-window of the main measurement holds five accumulators. As five lists and a dict of
+    them they cost about 700 bytes, most of it list and dict headers; as one list beside a
+    shared shape, about 250. Shapes form a tree from :data:`EMPTY_SHAPE`: adding a field (name
+    and semantics code) to a shape gives the same next shape every time, so a measurement's
+    series share one or a few. ``offsets`` maps a field name to the offset of its accumulator's
+    code; the accumulator's state follows it (layouts in :func:`new_accumulator`). ``spans`` has
+    ``(name, start, end)`` of each accumulator, ``names`` the field names in that order, and
+    ``width`` is the length of a series' ``acc`` with this shape.
+    """
+
+    __slots__ = ("_next", "names", "offsets", "spans", "summaries", "width")
+    cached: int = 0
+    """Shapes kept in the tree, process-wide; past :data:`MAX_SHAPES` a new one serves only its
+    series (fields in ever new orders must not grow the tree without bound)."""
+
+    def __init__(self, spans: tuple[tuple[str, int, int], ...], summaries: bool) -> None:
+        self.spans = spans
+        self.names = tuple(name for name, _, _ in spans)
+        self.offsets = {name: start for name, start, _ in spans}
+        self.width = spans[-1][2] if spans else 0
+        self.summaries = summaries  # any summary field: its sketch is made state for a checkpoint
+        self._next: dict[tuple[str, int], Shape] = {}
+
+    def with_field(self, name: str, code: int) -> Shape:
+        """This shape plus field ``name`` aggregated as ``code``, placed after the others."""
+        key = (name, code)
+        shape = self._next.get(key)
+        if shape is None:
+            shape = Shape((*self.spans, (name, self.width, self.width + WIDTHS[code])),
+                          self.summaries or code == SUMMARY)
+            if Shape.cached < MAX_SHAPES:
+                Shape.cached += 1
+                self._next[key] = shape
+        return shape
+
+
+WIDTHS: Final = {MEAN: 5, TRUE_COUNT: 2, SUM: 2, SUMMARY: 6, LAST_NUMBER: 6, LAST_STRING: 6}
+"""Slots of each accumulator layout in a series' ``acc``, its code included."""
+MAX_SHAPES: Final = 10_000
+EMPTY_SHAPE: Final = Shape((), False)
+
+
 class Series:
     """One series in one window: event count, per-field accumulators, dirty versioning.
 
+    The accumulators are one flat list, ``acc``, laid out by ``shape`` (:class:`Shape`).
     ``saved`` is ``version + committed`` when the series was last checkpointed (both only grow,
     so any change since shows), ``saved_version`` its ``version`` then (equal now: only its
     commit changed), ``seg`` the checkpoint segment holding it
     (:mod:`consumer.aggregation.window_log`).
     """
 
-    __slots__ = ("committed", "count", "fields", "key", "saved", "saved_version", "seg", "version")
+    __slots__ = ("acc", "committed", "count", "key", "saved", "saved_version", "seg", "shape", "version")
 
     def __init__(self, key: SeriesKey) -> None:
         self.key = key
@@ -70,8 +117,14 @@ class Series:
         self.saved = -1
         self.saved_version = -1
         self.seg = -1
-        # name -> [code, ...state]; see new_accumulator for the layouts
-        self.fields: dict[str, list[Any]] = {}
+        self.shape = EMPTY_SHAPE
+        self.acc: list[Any] = []
+
+    def add_field(self, name: str, state: list[Any]) -> None:
+        """Append field ``name``'s accumulator ``state`` (``[code, ...]``) and move to the shape
+        that has it."""
+        self.shape = self.shape.with_field(name, state[0])
+        self.acc.extend(state)
 
 
 class Window:
@@ -90,7 +143,8 @@ class Window:
         self.aliases: dict[tuple[Any, ...], Series] = {}
         # the same for tags as they arrive, before pseudonymisation (only used when it is on)
         self.raw_aliases: dict[tuple[Any, ...], Series] = {}
-        self.dirty: set[Series] = set()  # identity-hashed: cheaper than hashing the key again
+        # identity-hashed (cheaper than hashing the key again); a dict, not a set: a third of the memory
+        self.dirty: dict[Series, None] = {}
         # series committed clean (left ``dirty``) since the last checkpoint, which must still save them
         self.cleaned: list[Series] = []
         self.per_measurement: dict[str, int] = {}
@@ -178,7 +232,7 @@ def new_accumulator(code: int, value: Any, ts: float, position: tuple[int, int, 
     return [code, value, ts, position[0], position[1], position[2]]
 
 
-def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts: float,
+def update_fields(series: Series, fields: dict[str, Any], ts: float,
                   codes: dict[str, dict[type, int]], entry_ms: int, entry_seq: int, index: int) -> None:
     """The hot loop: fold one event's fields into a series' accumulators (common cases inline).
 
@@ -187,79 +241,79 @@ def update_fields(accumulators: dict[str, list[Any]], fields: dict[str, Any], ts
     :class:`~consumer.core.model.Position`, built only when an accumulator is created or a "last"
     field is updated.
     """
+    acc = series.acc
+    offsets = series.shape.offsets
     for name, value in fields.items():
-        acc = accumulators.get(name)
-        if acc is None:
+        at = offsets.get(name)
+        if at is None:
             code = codes[name][value.__class__]
-            accumulators[name] = new_accumulator(code, value, ts, (entry_ms, entry_seq, index))
+            series.add_field(name, new_accumulator(code, value, ts, (entry_ms, entry_seq, index)))
+            offsets = series.shape.offsets
             continue
-        code = acc[0]
+        code = acc[at]
         if code == MEAN:
-            acc[1] += 1
-            acc[2] += value
-            if value < acc[3]:
-                acc[3] = value
-            if value > acc[4]:
-                acc[4] = value
+            acc[at + 1] += 1
+            acc[at + 2] += value
+            if value < acc[at + 3]:
+                acc[at + 3] = value
+            if value > acc[at + 4]:
+                acc[at + 4] = value
         elif code == TRUE_COUNT:
             if value:
-                acc[1] += 1
+                acc[at + 1] += 1
         elif code == SUM:
-            acc[1] += value
+            acc[at + 1] += value
         else:
-            _update_rare(acc, code, value, ts, (entry_ms, entry_seq, index))
+            _update_rare(acc, at, code, value, ts, (entry_ms, entry_seq, index))
 
 
-def _update_rare(acc: list[Any], code: int, value: Any, ts: float, position: tuple[int, int, int]) -> None:
+def _update_rare(acc: list[Any], at: int, code: int, value: Any, ts: float,
+                 position: tuple[int, int, int]) -> None:
     if code == SUMMARY:
-        acc[1] += 1
-        acc[2] += value
-        acc[3] = min(acc[3], value)
-        acc[4] = max(acc[4], value)
-        acc[5].add(value)
-    elif ts > acc[2] or (ts == acc[2] and position > (acc[3], acc[4], acc[5])):  # latest, then position
-        acc[1] = value
-        acc[2] = ts
-        acc[3], acc[4], acc[5] = position
+        acc[at + 1] += 1
+        acc[at + 2] += value
+        acc[at + 3] = min(acc[at + 3], value)
+        acc[at + 4] = max(acc[at + 4], value)
+        acc[at + 5].add(value)
+    elif ts > acc[at + 2] or (ts == acc[at + 2] and position > (acc[at + 3], acc[at + 4], acc[at + 5])):
+        acc[at + 1] = value  # latest, then position
+        acc[at + 2] = ts
+        acc[at + 3], acc[at + 4], acc[at + 5] = position
 
 
-def emit_fields(out: dict[str, FieldValue], name: str, acc: list[Any]) -> None:
-    code = acc[0]
-    if code == MEAN:
-        out[name] = acc[2] / acc[1]
-        out[name + "_min"] = float(acc[3])
-        out[name + "_max"] = float(acc[4])
-        out[name + "_sum"] = float(acc[2])
-    elif code in (TRUE_COUNT, SUM):
-        out[name] = acc[1]
-    elif code == LAST_NUMBER:
-        out[name] = float(acc[1])
-    elif code == LAST_STRING:
-        out[name] = acc[1]
-    else:
-        count, total, low, high, sketch = acc[1:]
-        low, high = float(low), float(high)
-        out[name + "_count"] = count
-        out[name + "_sum"] = float(total)
-        out[name + "_min"] = low
-        out[name + "_max"] = high
-        out[name + "_mean"] = total / count
-        for suffix, q in QUANTILES:
-            out[name + suffix] = sketch.quantile(q, low, high)
-
-
-def _encode_accumulator(acc: list[Any]) -> list[Any]:
-    code = acc[0]
-    if code == SUMMARY:
-        return [*acc[:5], acc[5].to_state()]
-    return list(acc)  # a "last" holds its position flat: [code, value, ts, entry ms, seq, index]
+def emit_fields(out: dict[str, FieldValue], series: Series) -> None:
+    """The output fields of every accumulator of ``series`` into ``out``."""
+    acc = series.acc
+    for name, at in series.shape.offsets.items():
+        code = acc[at]
+        if code == MEAN:
+            out[name] = acc[at + 2] / acc[at + 1]
+            out[name + "_min"] = float(acc[at + 3])
+            out[name + "_max"] = float(acc[at + 4])
+            out[name + "_sum"] = float(acc[at + 2])
+        elif code in (TRUE_COUNT, SUM):
+            out[name] = acc[at + 1]
+        elif code == LAST_NUMBER:
+            out[name] = float(acc[at + 1])
+        elif code == LAST_STRING:
+            out[name] = acc[at + 1]
+        else:
+            count, total, low, high, sketch = acc[at + 1:at + 6]
+            low, high = float(low), float(high)
+            out[name + "_count"] = count
+            out[name + "_sum"] = float(total)
+            out[name + "_min"] = low
+            out[name + "_max"] = high
+            out[name + "_mean"] = total / count
+            for suffix, q in QUANTILES:
+                out[name + suffix] = sketch.quantile(q, low, high)
 
 
 def _decode_accumulator(data: list[Any]) -> list[Any]:
-    code = data[0]
-    if code == SUMMARY:
+    """An accumulator of a record from before the flat layout (``{name: [code, ...state]}``)."""
+    if data[0] == SUMMARY:
         return [*data[:5], QuantileSketch.from_state(data[5])]
-    return list(data)
+    return data
 
 
 def _pairs(tags: list[Any]) -> tuple[tuple[str, str], ...]:
@@ -270,23 +324,42 @@ def _pairs(tags: list[Any]) -> tuple[tuple[str, str], ...]:
 
 
 def encode_series(s: Series) -> list[Any]:
-    """One series' record in a snapshot or checkpoint segment (msgpack-friendly).
+    """One series' record in a snapshot or checkpoint segment (msgpack-friendly):
+    ``[measurement, tag pairs, count, version, committed, field names, flat accumulators]``.
 
-    Packed at once by the caller, so the key's tuples and the accumulators' lists go in as they
-    are (no copies: this runs for every changed series of every checkpoint); a sketch is made state.
+    Packed at once by the caller, so the key's tuples, the shape's names and the flat list go in
+    as they are: no copies and no new containers (this runs for every changed series of every
+    checkpoint, and containers made by the ten thousand cost the collector too). Only a series
+    with a summary field is copied, to make its sketches state.
     """
-    fields = s.fields
-    if any(acc[0] == SUMMARY for acc in fields.values()):
-        fields = {name: _encode_accumulator(acc) for name, acc in fields.items()}
-    return [s.key[0], s.key[1], s.count, s.version, s.committed, fields]
+    acc = s.acc
+    if s.shape.summaries:
+        acc = list(acc)
+        for _, start, _ in s.shape.spans:
+            if acc[start] == SUMMARY:
+                acc[start + 5] = acc[start + 5].to_state()
+    return [s.key[0], s.key[1], s.count, s.version, s.committed, s.shape.names, acc]
 
 
 def decode_series(record: list[Any]) -> Series:
-    """The series :func:`encode_series` recorded."""
-    measurement, tags, count, version, committed, fields = record
+    """The series :func:`encode_series` recorded, or one recorded before the flat layout (six
+    items, the accumulators a map of ``{name: [code, ...state]}``)."""
+    measurement, tags, count, version, committed, *fields = record
     series = Series((measurement, _pairs(tags)))
     series.count, series.version, series.committed = count, version, committed
-    series.fields = {name: _decode_accumulator(acc) for name, acc in fields.items()}
+    if len(fields) == 1:
+        for name, data in fields[0].items():
+            series.add_field(name, _decode_accumulator(data))
+        return series
+    names, acc = fields
+    shape, start = EMPTY_SHAPE, 0
+    for name in names:
+        code = acc[start]
+        shape = shape.with_field(name, code)
+        if code == SUMMARY:
+            acc[start + 5] = QuantileSketch.from_state(acc[start + 5])
+        start += WIDTHS[code]
+    series.shape, series.acc = shape, acc
     return series
 
 
@@ -305,7 +378,7 @@ def decode_window(blob: bytes) -> Window:
         series = decode_series(record)
         window.series[series.key] = series
         if series.version != series.committed:
-            window.dirty.add(series)
+            window.dirty[series] = None
         measurement = series.key[0]
         window.per_measurement[measurement] = window.per_measurement.get(measurement, 0) + 1
     return window
@@ -319,15 +392,14 @@ def snapshot_head(scalars: dict[str, Any], measurements: dict[str, MeasurementTy
 def pack_snapshot(scalars: dict[str, Any], windows: dict[int, Window],
                   measurements: dict[str, MeasurementTypes], raw: dict[str, Any] | None = None) -> bytes:
     """One snapshot: ``scalars``, the type registries, each window (re-encoded only when changed)
-    and ``raw`` (:meth:`consumer.aggregation.raw_points.RawPoints.state`: version 4 only when there
-    is some)."""
+    and ``raw`` (:meth:`consumer.aggregation.raw_points.RawPoints.state`, when there is some)."""
     blobs = []
     for index in sorted(windows):
         window = windows[index]
         if window.blob is None:
             window.blob = encode_window(window)
         blobs.append(window.blob)
-    state = {"v": SNAPSHOT_VERSION if raw else 3, **snapshot_head(scalars, measurements), "win": blobs,
+    state = {"v": SNAPSHOT_VERSION, **snapshot_head(scalars, measurements), "win": blobs,
              **(raw or {})}
     return msgpack.packb(state, use_bin_type=True)  # type: ignore[no-any-return]
 
