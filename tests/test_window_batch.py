@@ -164,3 +164,29 @@ def test_a_new_series_with_known_tag_values_opens_on_the_fast_path() -> None:
     points = sorted(windows.collect_all().points, key=lambda point: (point.time_ns, point.tags))
     assert [(dict(point.tags)["user_id"], point.fields["event_count"], point.fields["x_sum"])
             for point in points[2:]] == [("u1", 1, 1.0), ("u2", 2, 6.0), ("u9", 1, 8.0)]
+
+
+def test_a_series_of_an_earlier_window_reopens_with_its_key_and_the_guard_still_counts() -> None:
+    """The users of one window come back in the next: their series reopen from the key memo (the
+    same key objects, no checks again), and a full window still collapses them, counted."""
+    windows = ShardWindows(**CONFIG)
+    users = [f"u{i}" for i in range(1, 7)]
+
+    def event(user: str, ts: float) -> list[Any]:
+        return [0, "m", ts, {"user_id": user, "bot": "elena"}, {"x": 1.0}]
+
+    def series_of(ts: float) -> dict[str, Any]:
+        window = windows._windows[int(ts // CONFIG["window_s"])]
+        return {dict(s.key[1])["user_id"]: s for s in window.series.values()}
+
+    first, second, third = BASE_S + 0.5, BASE_S + 2.5, BASE_S + 4.5
+    assert windows.record_batch([event(user, first) for user in users[:4]], 1, 0, BASE_S) == []
+    calls = one_by_one(windows)
+    assert windows.record_batch([event(user, second) for user in ("u1", *users[:4])], 2, 0, BASE_S + 2) == []
+    assert calls == [0]        # the window's first event; the other series reopened on the fast path
+    assert all(series_of(second)[user].key is series_of(first)[user].key for user in users[:4])
+    # the third window fills with u3..u6 first: u1 and u2, known, must collapse and be counted
+    assert windows.record_batch([event(user, third) for user in (*users[2:], "u1", "u2")], 3, 0, BASE_S + 4) == []
+    assert windows.overflowed == 2
+    overflow = series_of(third)["__overflow__"]
+    assert overflow.count == 2 and sorted(series_of(third)) == ["__overflow__", "u3", "u4", "u5", "u6"]

@@ -161,6 +161,8 @@ class ShardWindows:
         self._watermark = -math.inf  # no event yet; -inf keeps the hot path free of None checks
         self._shed_below: int | float = -math.inf  # windows below this index were shed (memory budget)
         self._pool: dict[Any, Any] = {}  # shared key parts (``_shared``)
+        # alias (tags in an event's order) -> (series key, alias) of a series opened before (``_find_series``)
+        self._keys: dict[tuple[Any, ...], tuple[SeriesKey, tuple[Any, ...]]] = {}
         self._log = WindowLog()  # what the stored checkpoint holds, so the next one sends only changes
         self.overflowed = 0
         """Events whose tags were collapsed to ``__overflow__`` (cardinality guard)."""
@@ -290,12 +292,13 @@ class ShardWindows:
                         if (current is not None and window_index >= shed_below
                                 and (window_index + 1) * window_s >= self._watermark - lateness_s):
                             aliases = current.raw_aliases if privacy else current.aliases
+                            alias: tuple[Any, ...] | None = (name, *tags, *tags.values())
                             try:
-                                series = aliases.get((name, *tags, *tags.values()))
+                                series = aliases.get(alias)
                             except TypeError:  # an unhashable tag value: the one-by-one path says so
-                                series = None
+                                series = alias = None
                             if series is None and privacy is None:
-                                series = self._open_series(current, name, tags)
+                                series = self._open_series(current, name, tags, alias)
                             if series is not None:
                                 if current.flushed:
                                     self.late_events += 1
@@ -371,42 +374,62 @@ class ShardWindows:
         rejection = measurement.admit(event)
         return rejection if rejection is not None else self.record(event, now_s)
 
-    def _open_series(self, window: Window, measurement: str, tags: dict[Any, Any]) -> Series | None:
+    def _open_series(self, window: Window, measurement: str, tags: dict[Any, Any],
+                     alias: tuple[Any, ...] | None) -> Series | None:
         """:meth:`record_batch`'s first event of a series in a window, or ``None`` for the slow path.
 
         A new series is the common case at high cardinality (one per user and bot in every
         window), so it must not cost an ``Event`` and a second pass of checks. This is what
-        :func:`~consumer.aggregation.validate.validate` then :meth:`record` do for it, when every tag name
-        and value is one validation has passed before (the same memo its fast path reads) and
-        the cardinality guard has room; anything else (an unseen or empty value, a collapse,
-        which must be counted) returns ``None`` and goes one by one.
+        :func:`~consumer.aggregation.validate.validate` then :meth:`record` do for it, when the
+        cardinality guard has room and either the series was opened before with these tags in
+        this order (``alias``: its key and alias are reused, checks, sort and all) or every tag
+        name and value is one validation has passed before (the same memo its fast path reads);
+        anything else (an unseen or empty value, a collapse, which must be counted) returns
+        ``None`` and goes one by one.
         """
-        if not tags_known_good(tags) or window.per_measurement.get(measurement, 0) >= self._max_series:
+        if window.per_measurement.get(measurement, 0) >= self._max_series or alias is None:
             return None
-        return self._find_series(window, measurement, tags)
+        if alias not in self._keys and not tags_known_good(tags):
+            return None
+        return self._find_series(window, measurement, tags, alias)
 
-    def _find_series(self, window: Window, measurement: str, tags: dict[str, str]) -> Series:
+    def _find_series(self, window: Window, measurement: str, tags: dict[str, str],
+                     alias: tuple[Any, ...] | None = None) -> Series:
         """The series of ``measurement`` and ``tags`` by its canonical (sorted) key, created or
-        collapsed as needed.
+        collapsed as needed; ``alias`` is ``(measurement, *tags, *tags.values())`` if known.
 
         The hot path looks series up by the tags in the order the event carries them (no sort);
-        this maps a new order to the canonical series once and remembers it, except for events
+        this maps a new order to the canonical series once and remembers it, in the window and
+        for the windows after it (``_keys``: the same users come back in every window, and their
+        key and alias then cost neither the work nor the memory again), except for events
         collapsed by the cardinality guard, which always come here so they are counted.
         """
-        key = (measurement, tuple(sorted(tags.items())))
-        series = window.series.get(key)
-        if series is None:
-            shared = self._shared(key)
-            series = self._new_series(window, shared)
-            if series.key is not shared:
-                return series  # collapsed: overflow
+        known = self._keys.get((measurement, *tags, *tags.values()) if alias is None else alias)
+        if known is not None:
+            key, alias = known
+            series = window.series.get(key)
+            if series is None:
+                series = self._new_series(window, key)
+                if series.key is not key:
+                    return series  # collapsed: overflow
+        else:
+            key = (measurement, tuple(sorted(tags.items())))
+            series = window.series.get(key)
+            if series is None:
+                shared = self._shared(key)
+                series = self._new_series(window, shared)
+                if series.key is not shared:
+                    return series  # collapsed: overflow
+            shared_measurement, pairs = series.key
+            by_name = {pair[0]: pair for pair in pairs}
+            ordered = [by_name[name] for name in tags]  # the shared pairs, in the event's order
+            alias = (shared_measurement, *[pair[0] for pair in ordered], *[pair[1] for pair in ordered])
+            if len(self._keys) >= self._alias_limit:
+                self._keys.clear()  # a flood of new series: bound the memo, it refills itself
+            self._keys[alias] = (series.key, alias)
         if len(window.aliases) >= self._alias_limit:
             window.aliases.clear()  # many tag orders: bound the memo, it refills itself
-        shared_measurement, pairs = series.key
-        by_name = {pair[0]: pair for pair in pairs}
-        ordered = [by_name[name] for name in tags]  # the shared pairs, in the event's order
-        window.aliases[(shared_measurement, *[pair[0] for pair in ordered],
-                        *[pair[1] for pair in ordered])] = series
+        window.aliases[alias] = series
         return series
 
     def _shared(self, key: SeriesKey) -> SeriesKey:
