@@ -186,7 +186,8 @@ def test_a_series_of_an_earlier_window_reopens_with_its_key_and_the_guard_still_
     assert calls == [0]        # the window's first event; the other series reopened on the fast path
     assert all(series_of(second)[user].key is series_of(first)[user].key for user in users[:4])
     # the third window fills with u3..u6 first: u1 and u2, known, must collapse and be counted
-    assert windows.record_batch([event(user, third) for user in (*users[2:], "u1", "u2")], 3, 0, BASE_S + 4) == []
+    third_events = [event(user, third) for user in (*users[2:], "u1", "u2")]
+    assert windows.record_batch(third_events, 3, 0, BASE_S + 4) == []
     assert windows.overflowed == 2
     overflow = series_of(third)["__overflow__"]
     assert overflow.count == 2 and sorted(series_of(third)) == ["__overflow__", "u3", "u4", "u5", "u6"]

@@ -292,11 +292,11 @@ class ShardWindows:
                         if (current is not None and window_index >= shed_below
                                 and (window_index + 1) * window_s >= self._watermark - lateness_s):
                             aliases = current.raw_aliases if privacy else current.aliases
-                            alias: tuple[Any, ...] | None = (name, *tags, *tags.values())
+                            alias = (name, *tags, *tags.values())
                             try:
                                 series = aliases.get(alias)
                             except TypeError:  # an unhashable tag value: the one-by-one path says so
-                                series = alias = None
+                                series, alias = None, ()  # no key memo entry, and not a str: slow path
                             if series is None and privacy is None:
                                 series = self._open_series(current, name, tags, alias)
                             if series is not None:
@@ -375,7 +375,7 @@ class ShardWindows:
         return rejection if rejection is not None else self.record(event, now_s)
 
     def _open_series(self, window: Window, measurement: str, tags: dict[Any, Any],
-                     alias: tuple[Any, ...] | None) -> Series | None:
+                     alias: tuple[Any, ...]) -> Series | None:
         """:meth:`record_batch`'s first event of a series in a window, or ``None`` for the slow path.
 
         A new series is the common case at high cardinality (one per user and bot in every
@@ -387,7 +387,7 @@ class ShardWindows:
         anything else (an unseen or empty value, a collapse, which must be counted) returns
         ``None`` and goes one by one.
         """
-        if window.per_measurement.get(measurement, 0) >= self._max_series or alias is None:
+        if window.per_measurement.get(measurement, 0) >= self._max_series:
             return None
         if alias not in self._keys and not tags_known_good(tags):
             return None
