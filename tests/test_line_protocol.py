@@ -10,12 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.core.model import FieldValue, Point
+from consumer.sinks import line_protocol
 from consumer.sinks.influx_v1 import InfluxV1Sink
 from consumer.sinks.influx_v2 import InfluxV2Sink
 from consumer.sinks.line_protocol import (
     RESERVED_KEYS,
     encode_point,
     encode_points,
+    escape_key,
     format_value,
     name_problem,
     value_problem,
@@ -209,3 +211,31 @@ def test_any_name_that_passes_name_problem_round_trips(
     assert {key: row.pop(key) for key in tags} == tags
     # JSON prints a whole float without a fraction; compare floats as floats.
     assert {k: float(v) if isinstance(fields.get(k), float) else v for k, v in row.items()} == fields
+
+
+_numbers = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.dictionaries(_keys | st.sampled_from(["%", "a%d", "%%r", "x y", "a=b,c"]), _numbers,
+                              min_size=1, max_size=6),
+       again=st.dictionaries(st.just(0), _values), in_key_order=st.booleans())
+def test_a_field_set_from_a_cached_template_is_the_line_each_value_gives(
+        fields: dict[str, FieldValue], again: dict[int, FieldValue], in_key_order: bool) -> None:
+    """Points of one shape reuse a ``%`` template of their field names (the collect path emits
+    fields in key order); its lines must be exactly those of formatting each value alone, for
+    the point that made the template, one with other value classes, and fields out of order."""
+    line_protocol._templates.clear()
+    if in_key_order:
+        fields = dict(sorted(fields.items()))
+    other = dict(fields)
+    if again:  # the same names, one value of another class (a bool, a string, an int for a float)
+        other[next(iter(other))] = again[0]
+
+    def expected(point_fields: dict[str, FieldValue]) -> str:
+        text = ",".join(f"{escape_key(k)}={format_value(v)}" for k, v in sorted(point_fields.items()))
+        return f"m {text} 1"
+
+    for point_fields in (fields, fields, other, fields):
+        assert encode_point(Point("m", (), point_fields, 1)) == expected(point_fields)
+    assert bool(line_protocol._templates[tuple(fields)]) == (in_key_order or list(fields) == sorted(fields))

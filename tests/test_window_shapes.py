@@ -26,7 +26,6 @@ from consumer.aggregation.window_state import (
     Series,
     Shape,
     decode_series,
-    emit_fields,
     encode_series,
 )
 from consumer.core.model import FieldValue
@@ -49,9 +48,7 @@ def _series_of(windows: ShardWindows) -> dict[str, Series]:
 
 
 def _fields(series: Series) -> dict[str, FieldValue]:
-    out: dict[str, FieldValue] = {}
-    emit_fields(out, series)
-    return out
+    return series.shape.fields(series.acc, series.count)
 
 
 def _every_semantics(user: str, step: int) -> list[list[Any]]:
@@ -148,7 +145,7 @@ def test_past_the_shape_limit_new_layouts_serve_their_series_alone(monkeypatch: 
     series = _series_of(windows)
     assert Shape.cached == MAX_SHAPES
     assert {user: _fields(s) for user, s in series.items()} == {
-        f"u{i}": {f"f{i}": 1.0, f"f{i}_min": 1.0, f"f{i}_max": 1.0, f"f{i}_sum": 2.0,
+        f"u{i}": {"event_count": 2, f"f{i}": 1.0, f"f{i}_min": 1.0, f"f{i}_max": 1.0, f"f{i}_sum": 2.0,
                   f"f{i + 1}": 2.0, f"f{i + 1}_min": 2.0, f"f{i + 1}_max": 2.0, f"f{i + 1}_sum": 4.0}
         for i in range(3)}
     restored = ShardWindows.restore(windows.snapshot(), **CONFIG)

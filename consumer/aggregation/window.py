@@ -75,7 +75,6 @@ from typing import Any, Final
 from consumer.aggregation.point_events import as_emit, input_rejection
 from consumer.aggregation.raw_points import RawPoints
 from consumer.aggregation.validate import (
-    EVENT_COUNT_FIELD,
     MAX_TS_S,
     MIN_TS_S,
     tags_known_good,
@@ -90,7 +89,6 @@ from consumer.aggregation.window_state import (
     SeriesKey,
     Window,
     decode_window,
-    emit_fields,
     pack_snapshot,
     snapshot_head,
     unpack_snapshot,
@@ -100,7 +98,6 @@ from consumer.core.model import (
     REASON_FROM_FUTURE,
     REASON_TOO_LATE,
     Event,
-    FieldValue,
     Point,
     Position,
 )
@@ -525,9 +522,7 @@ class ShardWindows:
         window.blob = None
         for series in window.dirty:
             key = series.key
-            fields: dict[str, FieldValue] = {EVENT_COUNT_FIELD: series.count}
-            emit_fields(fields, series)
-            flush.points.append(Point(key[0], key[1], fields, time_ns))
+            flush.points.append(Point(key[0], key[1], series.shape.fields(series.acc, series.count), time_ns))
             flush._marks.append((window, series, series.version))
 
     def commit(self, flush: Flush) -> None:

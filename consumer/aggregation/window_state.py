@@ -12,6 +12,7 @@ checkpoint is exact.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
@@ -65,36 +66,78 @@ class Shape:
     ``width`` is the length of a series' ``acc`` with this shape.
     """
 
-    __slots__ = ("_next", "names", "offsets", "spans", "summaries", "width")
+    __slots__ = ("_emit", "_next", "codes", "names", "offsets", "spans", "summaries", "width")
     cached: int = 0
     """Shapes kept in the tree, process-wide; past :data:`MAX_SHAPES` a new one serves only its
     series (fields in ever new orders must not grow the tree without bound)."""
 
-    def __init__(self, spans: tuple[tuple[str, int, int], ...], summaries: bool) -> None:
+    def __init__(self, spans: tuple[tuple[str, int, int], ...], codes: tuple[int, ...]) -> None:
         self.spans = spans
+        self.codes = codes
         self.names = tuple(name for name, _, _ in spans)
         self.offsets = {name: start for name, start, _ in spans}
         self.width = spans[-1][2] if spans else 0
-        self.summaries = summaries  # any summary field: its sketch is made state for a checkpoint
+        self.summaries = SUMMARY in codes  # a summary's sketch is made state for a checkpoint
         self._next: dict[tuple[str, int], Shape] = {}
+        self._emit: Callable[[list[Any], int], dict[str, FieldValue]] | None = None
 
     def with_field(self, name: str, code: int) -> Shape:
         """This shape plus field ``name`` aggregated as ``code``, placed after the others."""
         key = (name, code)
         shape = self._next.get(key)
         if shape is None:
-            shape = Shape((*self.spans, (name, self.width, self.width + WIDTHS[code])),
-                          self.summaries or code == SUMMARY)
+            shape = Shape((*self.spans, (name, self.width, self.width + WIDTHS[code])), (*self.codes, code))
             if Shape.cached < MAX_SHAPES:
                 Shape.cached += 1
                 self._next[key] = shape
         return shape
 
+    def fields(self, acc: list[Any], count: int) -> dict[str, FieldValue]:
+        """The point's fields of a series with this shape: ``event_count`` (``count``) and each
+        accumulator's outputs (``docs/semantics.md``), in key order (line protocol sorts them)."""
+        emit = self._emit
+        if emit is None:
+            emit = self._emit = _compile_emitter(self)
+        return emit(acc, count)
+
 
 WIDTHS: Final = {MEAN: 5, TRUE_COUNT: 2, SUM: 2, SUMMARY: 6, LAST_NUMBER: 6, LAST_STRING: 6}
 """Slots of each accumulator layout in a series' ``acc``, its code included."""
 MAX_SHAPES: Final = 10_000
-EMPTY_SHAPE: Final = Shape((), False)
+EMPTY_SHAPE: Final = Shape((), ())
+
+
+def _outputs(name: str, code: int, at: int) -> list[tuple[str, str]]:
+    """Field ``name``'s output keys, each with the expression over ``acc`` that computes it."""
+    count, total = f"acc[{at + 1}]", f"acc[{at + 2}]"
+    low, high = f"float(acc[{at + 3}])", f"float(acc[{at + 4}])"
+    if code == MEAN:
+        return [(name, f"{total} / {count}"), (name + "_min", low), (name + "_max", high),
+                (name + "_sum", f"float({total})")]
+    if code in (TRUE_COUNT, SUM, LAST_STRING):
+        return [(name, count)]  # the one value after the code: a count, a sum, the last string
+    if code == LAST_NUMBER:
+        return [(name, f"float({count})")]
+    return [(name + "_count", count), (name + "_sum", f"float({total})"), (name + "_min", low),
+            (name + "_max", high), (name + "_mean", f"{total} / {count}"),
+            *((name + suffix, f"acc[{at + 5}].quantile({q!r}, {low}, {high})") for suffix, q in QUANTILES)]
+
+
+def _compile_emitter(shape: Shape) -> Callable[[list[Any], int], dict[str, FieldValue]]:
+    """One function per shape that builds a point's fields as one dict display.
+
+    Why generated: collecting points walks every dirty series-window, and a loop over the
+    accumulators that branches on each one's code and joins its output names cost most of it at
+    high cardinality. A display of constant keys is one bytecode. Names enter the source as
+    ``repr`` literals, offsets as integers; nothing else does.
+    """
+    outputs = [(EVENT_COUNT_FIELD, "count")]
+    for (name, start, _), code in zip(shape.spans, shape.codes, strict=True):
+        outputs += _outputs(name, code, start)
+    items = ", ".join(f"{name!r}: {expression}" for name, expression in sorted(outputs))
+    namespace: dict[str, Any] = {}
+    exec(f"def emit(acc, count):\n    return {{{items}}}\n", namespace)
+    return namespace["emit"]  # type: ignore[no-any-return]
 
 
 class Series:
@@ -279,34 +322,6 @@ def _update_rare(acc: list[Any], at: int, code: int, value: Any, ts: float,
         acc[at + 1] = value  # latest, then position
         acc[at + 2] = ts
         acc[at + 3], acc[at + 4], acc[at + 5] = position
-
-
-def emit_fields(out: dict[str, FieldValue], series: Series) -> None:
-    """The output fields of every accumulator of ``series`` into ``out``."""
-    acc = series.acc
-    for name, at in series.shape.offsets.items():
-        code = acc[at]
-        if code == MEAN:
-            out[name] = acc[at + 2] / acc[at + 1]
-            out[name + "_min"] = float(acc[at + 3])
-            out[name + "_max"] = float(acc[at + 4])
-            out[name + "_sum"] = float(acc[at + 2])
-        elif code in (TRUE_COUNT, SUM):
-            out[name] = acc[at + 1]
-        elif code == LAST_NUMBER:
-            out[name] = float(acc[at + 1])
-        elif code == LAST_STRING:
-            out[name] = acc[at + 1]
-        else:
-            count, total, low, high, sketch = acc[at + 1:at + 6]
-            low, high = float(low), float(high)
-            out[name + "_count"] = count
-            out[name + "_sum"] = float(total)
-            out[name + "_min"] = low
-            out[name + "_max"] = high
-            out[name + "_mean"] = total / count
-            for suffix, q in QUANTILES:
-                out[name + suffix] = sketch.quantile(q, low, high)
 
 
 def _decode_accumulator(data: list[Any]) -> list[Any]:

@@ -132,6 +132,57 @@ def _cached_escape(cache: dict[str, str], name: str, table: dict[int, str]) -> s
     return escaped
 
 
+_TEMPLATE_CLASSES: Final = {float: "%r", int: "%di"}
+"""Value classes a field template formats in C: ``%r`` of a float is its ``repr``, ``%d`` of an
+int its digits (a bool is a class of its own, and a string must be escaped: neither has one)."""
+_templates: dict[tuple[str, ...], tuple[str, tuple[type, ...]] | None] = {}
+
+
+def _fields_template(names: tuple[str, ...],
+                     values: tuple[FieldValue, ...]) -> tuple[str, tuple[type, ...]] | None:
+    """``name=%r,other=%di,...`` for points with these field names (in this order) and these
+    value classes; ``None`` when one has no template (then each value is formatted alone)."""
+    if names != tuple(sorted(names)):
+        return None
+    classes = tuple(value.__class__ for value in values)
+    specs = [_TEMPLATE_CLASSES.get(cls) for cls in classes]
+    if None in specs:
+        return None
+    keys = _escaped_keys
+    parts = [(keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)).replace("%", "%%") + "=" + spec
+             for name, spec in zip(names, specs, strict=True)]
+    return ",".join(parts), classes
+
+
+def _fields_text(fields: dict[str, FieldValue]) -> str:
+    """A point's field set: sorted by key, each value as line protocol writes it.
+
+    Points of one measurement come in a few shapes (the same names, in key order, and value
+    classes) by the ten thousand; such a point's fields are one ``%`` of a cached template.
+    """
+    names = tuple(fields)
+    values = tuple(fields.values())
+    template = _templates.get(names, False)
+    if template is False:
+        if len(_templates) >= _ESCAPED_CACHE_LIMIT:
+            _templates.clear()
+        template = _templates[names] = _fields_template(names, values)
+    if template is not None and tuple(map(type, values)) == template[1]:
+        return template[0] % values
+    keys = _escaped_keys
+    parts = []
+    for name, field_value in sorted(fields.items()):
+        cls = field_value.__class__
+        if cls is float:
+            text = repr(field_value)
+        elif cls is int:
+            text = f"{field_value}i"
+        else:
+            text = format_value(field_value)
+        parts.append(f"{keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)}={text}")
+    return ",".join(parts)
+
+
 def encode_point(point: Point) -> str:
     """One point as one line (no trailing newline). Names must have passed :func:`name_problem`."""
     keys = _escaped_keys
@@ -144,17 +195,7 @@ def encode_point(point: Point) -> str:
             head += keys.get(key) or _cached_escape(keys, key, _KEY_ESCAPES)
             head += "="
             head += keys.get(value) or _cached_escape(keys, value, _KEY_ESCAPES)
-    parts = []
-    for name, field_value in sorted(point.fields.items()):
-        cls = field_value.__class__
-        if cls is float:
-            text = repr(field_value)
-        elif cls is int:
-            text = f"{field_value}i"
-        else:
-            text = format_value(field_value)
-        parts.append(f"{keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)}={text}")
-    return f"{head} {','.join(parts)} {point.time_ns}"
+    return f"{head} {_fields_text(point.fields)} {point.time_ns}"
 
 
 def encode_points(points: Iterable[Point]) -> bytes:
