@@ -52,7 +52,10 @@ from tests.services import InfluxServer, RedisServer, free_port
 
 SHARDS: Final = 4
 EVENTS: Final = 200_000
-DEFAULT_STEPS: Final = (100, 1_000, 10_000, 40_000, 100_000)
+DEFAULT_STEPS: Final = ("100", "1000", "10000", "40000", "100000", "40000x25")
+"""Series per window; ``SxE`` is S series with E events in each series-window, one window:
+40,000 series at 25 is what 100,000 events/s into 10 s windows over 40,000 series makes
+(the issue's live target: 1,000,000 events a window)."""
 PROFILE_STEPS: Final = (10_000, 40_000)
 PIPELINE_ENTRIES: Final = 200
 TIMEOUT_S: Final = 180.0
@@ -68,9 +71,14 @@ def _windows_for(series: int) -> int:
     return 4 if series <= 10_000 else 2 if series <= 50_000 else 1
 
 
-def _steps() -> list[int]:
-    chosen = os.environ.get("BENCH_CARDINALITY_STEPS", "")
-    return [int(s) for s in chosen.split(",") if s.strip()] or list(DEFAULT_STEPS)
+def _steps() -> list[tuple[int, int | None]]:
+    """(series per window, events per series-window or ``None`` for the backlog of ``EVENTS``)."""
+    chosen = [s.strip() for s in os.environ.get("BENCH_CARDINALITY_STEPS", "").split(",") if s.strip()]
+    steps = []
+    for text in chosen or DEFAULT_STEPS:
+        series, _, per = text.partition("x")
+        steps.append((int(series), int(per) if per else None))
+    return steps
 
 
 @dataclass(slots=True)
@@ -320,26 +328,27 @@ def _row(step: Step, cost: StateCost, run: WorkerRun | str, rates: tuple[float, 
             f"{state} | {encode_rate:,.0f} | {note} |")
 
 
-def _step(series: int, tmp: Path, influx: InfluxServer, profiles: list[str]) -> str:
-    windows = _windows_for(series)
-    step = make_step(series, events=max(EVENTS, series * windows), windows=windows, shards=SHARDS,
-                     seed=series)
-    server = RedisServer(tmp / f"redis-{series}", appendonly=False).start()
+def _step(series: int, per: int | None, tmp: Path, influx: InfluxServer, profiles: list[str]) -> str:
+    windows = _windows_for(series) if per is None else 1
+    events = max(EVENTS, series * windows) if per is None else series * per
+    step = make_step(series, events=events, windows=windows, shards=SHARDS, seed=series)
+    label = str(series) if per is None else f"{series}x{per}"  # names its databases and files
+    server = RedisServer(tmp / f"redis-{label}", appendonly=False).start()
     client = server.client()
     try:
         cost, points = _state_cost(step, client)
         assert len(points) == step.points, (len(points), step.points)
         run: WorkerRun | str
         try:
-            run = _worker_run(step, client, server.url, influx, f"worker_{series}",
-                              tmp / f"worker-{series}.log")
+            run = _worker_run(step, client, server.url, influx, f"worker_{label}",
+                              tmp / f"worker-{label}.log")
         except AssertionError as exc:
             run = "did not finish: " + str(exc).splitlines()[-1][:120].replace("|", "/")
-        rates = _direct(influx, f"direct_{series}", points, round(step.windows * WINDOW_S * 1e9))
+        rates = _direct(influx, f"direct_{label}", points, round(step.windows * WINDOW_S * 1e9))
     finally:
         client.close()
         server.kill()
-    if os.environ.get("BENCH_PROFILE") == "1" and series in PROFILE_STEPS:
+    if os.environ.get("BENCH_PROFILE") == "1" and series in PROFILE_STEPS and per is None:
         profiles.append(_profile(step, tmp, influx))
     return _row(step, cost, run, rates)
 
@@ -351,9 +360,10 @@ def run() -> str:
         tmp = Path(tmp_name)
         influx = InfluxServer(tmp / "influxd").start()
         try:
-            for series in _steps():
-                print(f"bench cardinality: {series:,} series per window ...", flush=True)
-                rows.append(_step(series, tmp, influx, profiles))
+            for series, per in _steps():
+                each = "" if per is None else f", {per} events each"
+                print(f"bench cardinality: {series:,} series per window{each} ...", flush=True)
+                rows.append(_step(series, per, tmp, influx, profiles))
         finally:
             influx.kill()
     header = (
@@ -362,6 +372,9 @@ def run() -> str:
         f"`bot_name`, `risk_level` tags, its five fields) with exactly S series in each of the "
         f"step's {WINDOW_S:.0f} s windows (recent past), {SHARDS} shards, 500 events per entry; "
         "`TELEMETRY_MAX_SERIES` = max(S, 10,000) so no series collapses to `__overflow__`. "
+        f"The steps hold {EVENTS:,} events (at least one per series-window) but the last: 40,000 "
+        "series with 25 events in each series-window of one window (1,000,000 events), which is what "
+        "100,000 events/s into 10 s windows over 40,000 series makes: the live rate of the target. "
         "*worker*: one `python -m consumer` (v1 sink, defaults otherwise), timed from the first "
         "XADD until the worker's `/metrics` count InfluxDB's answer to the last point (then the sums "
         "in InfluxDB are checked: *result*; polling a sum over S series instead would load influxd "
