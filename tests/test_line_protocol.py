@@ -239,3 +239,14 @@ def test_a_field_set_from_a_cached_template_is_the_line_each_value_gives(
     for point_fields in (fields, fields, other, fields):
         assert encode_point(Point("m", (), point_fields, 1)) == expected(point_fields)
     assert bool(line_protocol._templates[tuple(fields)]) == (in_key_order or list(fields) == sorted(fields))
+
+
+def test_a_large_field_set_is_formatted_value_by_value_and_not_cached() -> None:
+    line_protocol._templates.clear()
+    fields: dict[str, FieldValue] = {f"f{i:03d}": float(i) for i in range(65)}
+    text = ",".join(f"f{i:03d}={float(i)!r}" for i in range(65))
+    assert encode_point(Point("m", (), fields, 1)) == f"m {text} 1"
+    assert line_protocol._templates == {}
+    del fields["f064"]   # 64 fields: cached
+    assert encode_point(Point("m", (), fields, 1)) == f"m {text.rsplit(',', 1)[0]} 1"
+    assert list(line_protocol._templates) == [tuple(fields)]

@@ -136,6 +136,12 @@ _TEMPLATE_CLASSES: Final = {float: "%r", int: "%di"}
 """Value classes a field template formats in C: ``%r`` of a float is its ``repr``, ``%d`` of an
 int its digits (a bool is a class of its own, and a string must be escaped: neither has one)."""
 _templates: dict[tuple[str, ...], tuple[str, tuple[type, ...]] | None] = {}
+_UNSEEN: Final[tuple[str, tuple[type, ...]]] = ("", ())
+_TEMPLATE_LIMIT: Final = 4_096
+"""Field sets with a cached template (or none); a flood of new ones clears it."""
+_TEMPLATE_MAX_FIELDS: Final = 64
+"""Larger field sets (raw points of made-up names, say) are formatted value by value: the cache
+must stay small whatever the points."""
 
 
 def _fields_template(names: tuple[str, ...],
@@ -145,12 +151,14 @@ def _fields_template(names: tuple[str, ...],
     if names != tuple(sorted(names)):
         return None
     classes = tuple(value.__class__ for value in values)
-    specs = [_TEMPLATE_CLASSES.get(cls) for cls in classes]
-    if None in specs:
-        return None
     keys = _escaped_keys
-    parts = [(keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)).replace("%", "%%") + "=" + spec
-             for name, spec in zip(names, specs, strict=True)]
+    parts = []
+    for name, cls in zip(names, classes, strict=True):
+        spec = _TEMPLATE_CLASSES.get(cls)
+        if spec is None:
+            return None
+        escaped = keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)
+        parts.append(escaped.replace("%", "%%") + "=" + spec)
     return ",".join(parts), classes
 
 
@@ -160,15 +168,16 @@ def _fields_text(fields: dict[str, FieldValue]) -> str:
     Points of one measurement come in a few shapes (the same names, in key order, and value
     classes) by the ten thousand; such a point's fields are one ``%`` of a cached template.
     """
-    names = tuple(fields)
-    values = tuple(fields.values())
-    template = _templates.get(names, False)
-    if template is False:
-        if len(_templates) >= _ESCAPED_CACHE_LIMIT:
-            _templates.clear()
-        template = _templates[names] = _fields_template(names, values)
-    if template is not None and tuple(map(type, values)) == template[1]:
-        return template[0] % values
+    if len(fields) <= _TEMPLATE_MAX_FIELDS:
+        names = tuple(fields)
+        values = tuple(fields.values())
+        template = _templates.get(names, _UNSEEN)
+        if template is _UNSEEN:
+            if len(_templates) >= _TEMPLATE_LIMIT:
+                _templates.clear()
+            template = _templates[names] = _fields_template(names, values)
+        if template is not None and tuple(map(type, values)) == template[1]:
+            return template[0] % values
     keys = _escaped_keys
     parts = []
     for name, field_value in sorted(fields.items()):
