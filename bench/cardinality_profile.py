@@ -35,7 +35,7 @@ PHASES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("InfluxDB write: waiting for influxd's answer", ("getresponse",)),
     ("InfluxDB write: sending the request", ("InfluxV1Sink._post", "InfluxV2Sink._post", "urlopen")),
     ("collect: points from dirty series", ("collect_due", "collect_all", "_collect", "Shape.fields")),
-    ("record: series already in the window", ("update_fields",)),
+    ("record: series already in the window", ("update_fields", "fold")),  # fold: compiled per shape
     ("record: new series (validate, key, create)", ("_record_one", "validate", "ShardWindows.record",
                                                      "_find_series", "_open_series", "_new_series",
                                                      "_record_new_fields", "new_accumulator")),
@@ -44,6 +44,7 @@ PHASES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("read from Redis", ("read_range", "read_new", "xrange", "xreadgroup")),
     ("trim, upkeep after a checkpoint", ("housekeeping",)),
     ("start-up: imports, leases, groups", ("_find_and_load", "maintain", "acquire", "ensure_group")),
+    ("waiting for an InfluxDB write (nothing left to read)", ("WriteBehind.wait",)),
     ("waiting (drain poll, backoff)", ("Event.wait", "_wait")),
 )
 MAIN_THREAD: Final = "_run_module_as_main"

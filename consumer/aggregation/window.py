@@ -245,8 +245,10 @@ class ShardWindows:
         :meth:`record`. This is that loop
         with its common case fused: an event of a series its window already holds, whose field
         names and value types its measurement has recorded before, is checked and folded in place
-        (no ``Event``, no ``Position``, no sorted key). Everything else goes one by one, which
-        decides. Pass the same ``privacy`` on every call (its series are looked up by raw tags).
+        (no ``Event``, no ``Position``, no sorted key), by its shape's compiled fold
+        (:mod:`consumer.aggregation.fold`) when the event has the series' fields. Everything else
+        goes one by one, which decides. Pass the same ``privacy`` on every call (its series are
+        looked up by raw tags).
         ``raws`` may be a slice of the entry's events that starts at index ``first_index``.
         A point (kind 4) is the emit it stands for, at its int ns time in seconds, on the same fast
         path; a rejected input (kind 5) is rejected with its producer's reason and detail
@@ -267,46 +269,55 @@ class ShardWindows:
                 if (measurement is not None and (cls is float or cls is int) and MIN_TS_S <= ts <= ts_limit
                         and kind.__class__ is int and 0 <= kind < KIND_LIMIT and tags.__class__ is dict
                         and fields.__class__ is dict and (kind == KIND_EMIT or len(fields) == 1)):
-                    codes = measurement.codes[kind]
-                    for field, value in fields.items():  # inline: a call per event costs a fifth here
-                        admitted = codes.get(field)
-                        cls = value.__class__
-                        if admitted is None or cls not in admitted:
-                            break
-                        if cls is float:
-                            if value - value != 0.0:  # NaN and infinities give NaN here
-                                break
-                        elif cls is int:
-                            if not INT64_MIN <= value <= INT64_MAX:
-                                break
-                        elif cls is not bool:
-                            break  # a string: its length and encoding are checked one by one
-                    else:
-                        ts = float(ts)
-                        window_index = _floor(ts / window_s)
-                        if current is None or current.index != window_index:
-                            current = windows.get(window_index)
-                        if (current is not None and window_index >= shed_below
-                                and (window_index + 1) * window_s >= self._watermark - lateness_s):
-                            aliases = current.raw_aliases if privacy else current.aliases
-                            alias = (name, *tags, *tags.values())
-                            try:
-                                series = aliases.get(alias)
-                            except TypeError:  # an unhashable tag value: the one-by-one path says so
-                                series, alias = None, ()  # no key memo entry, and not a str: slow path
-                            if series is None and privacy is None:
-                                series = self._open_series(current, name, tags, alias)
-                            if series is not None:
-                                if current.flushed:
-                                    self.late_events += 1
-                                current.blob = None
-                                series.count += 1
-                                series.version += 1
-                                current.dirty[series] = None
-                                if ts > self._watermark:
-                                    self._watermark = ts
-                                update_fields(series, fields, ts, codes, entry_ms, entry_seq, index)
-                                continue
+                    ts = float(ts)
+                    window_index = _floor(ts / window_s)
+                    if current is None or current.index != window_index:
+                        current = windows.get(window_index)
+                    if (current is not None and window_index >= shed_below
+                            and (window_index + 1) * window_s >= self._watermark - lateness_s):
+                        aliases = current.raw_aliases if privacy else current.aliases
+                        alias = (name, *tags, *tags.values())
+                        try:
+                            series = aliases.get(alias)
+                        except TypeError:  # an unhashable tag value: the one-by-one path says so
+                            series, alias = None, ()  # no key memo entry, and not a str: slow path
+                        folded = False
+                        if series is not None:  # the common case: its shape's compiled fold
+                            fold = measurement.folds[kind].get(series.shape)
+                            if fold is None:
+                                fold = measurement.fold_for(kind, series.shape)
+                            folded = fold(series.acc, fields, ts, entry_ms, entry_seq, index)
+                        if not folded:  # a new series, or fields its shape does not have yet
+                            codes = measurement.codes[kind]
+                            for field, value in fields.items():  # inline: a call per event costs a fifth
+                                admitted = codes.get(field)
+                                cls = value.__class__
+                                if admitted is None or cls not in admitted:
+                                    break
+                                if cls is float:
+                                    if value - value != 0.0:  # NaN and infinities give NaN here
+                                        break
+                                elif cls is int:
+                                    if not INT64_MIN <= value <= INT64_MAX:
+                                        break
+                                elif cls is not bool:
+                                    break  # a string: its length and encoding are checked one by one
+                            else:
+                                if series is None and privacy is None:
+                                    series = self._open_series(current, name, tags, alias)
+                                if series is not None:
+                                    update_fields(series, fields, ts, codes, entry_ms, entry_seq, index)
+                                    folded = True
+                        if folded and series is not None:  # (folded says so; for the type checker)
+                            if current.flushed:
+                                self.late_events += 1
+                            current.blob = None
+                            series.count += 1
+                            series.version += 1
+                            current.dirty[series] = None
+                            if ts > self._watermark:
+                                self._watermark = ts
+                            continue
             failure = self._record_one(raw, entry_ms, entry_seq, index, now_s, privacy)
             if failure is not None:
                 rejected.append((index, *failure))

@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgpack
 
 from consumer.aggregation.catalogue import MeasurementSpec, lookup
+from consumer.aggregation.fold import Fold, compile_fold
 from consumer.aggregation.sketch import QuantileSketch
 from consumer.aggregation.validate import (
     EVENT_COUNT_FIELD,
@@ -104,6 +105,7 @@ class Shape:
 WIDTHS: Final = {MEAN: 5, TRUE_COUNT: 2, SUM: 2, SUMMARY: 6, LAST_NUMBER: 6, LAST_STRING: 6}
 """Slots of each accumulator layout in a series' ``acc``, its code included."""
 MAX_SHAPES: Final = 10_000
+MAX_FOLDS: Final = 1_024
 EMPTY_SHAPE: Final = Shape((), ())
 
 
@@ -197,7 +199,7 @@ class Window:
 class MeasurementTypes:
     """Per-measurement type registry: field -> semantics code, output name -> owning field."""
 
-    __slots__ = ("codes", "owners", "registry", "spec")
+    __slots__ = ("codes", "folds", "owners", "registry", "spec")
 
     def __init__(self, name: str) -> None:
         self.spec: MeasurementSpec | None = lookup(name)
@@ -205,6 +207,17 @@ class MeasurementTypes:
         self.owners: dict[str, str] = {EVENT_COUNT_FIELD: EVENT_COUNT_FIELD}
         # memo [kind][field][value class] -> code of what was admitted; rebuilt on demand after restore
         self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)
+        # [kind][shape] -> its compiled fold under ``codes`` as it was (dropped when ``codes`` grows)
+        self.folds: tuple[dict[Shape, Fold], ...] = tuple({} for _ in KINDS)
+
+    def fold_for(self, kind: int, shape: Shape) -> Fold:
+        """The compiled fold (:mod:`consumer.aggregation.fold`) of events of ``kind`` into series
+        of ``shape``, made on first use; at most :data:`MAX_FOLDS` per kind are kept."""
+        folds = self.folds[kind]
+        if len(folds) >= MAX_FOLDS:
+            folds.clear()  # shapes past the tree's limit, each its own: bound them, they refill
+        fold = folds[shape] = compile_fold(shape.spans, shape.codes, self.codes[kind])
+        return fold
 
     def register(self, name: str, code: int) -> None:
         self.registry[name] = code
@@ -249,6 +262,8 @@ class MeasurementTypes:
         codes = self.codes[event.kind]
         for name, value in event.fields.items():
             codes.setdefault(name, {})[value.__class__] = self.registry[name]
+        for folds in self.folds:
+            folds.clear()  # made under the memo as it was: a class admitted now must fold too
         return None
 
     @classmethod
