@@ -106,6 +106,8 @@ class RedisServer(_Process):
     def __init__(self, directory: Path, *, appendonly: bool = True, port: int | None = None,
                  extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(directory, port)
+        self._port_chosen = port is None  # picked here: free to pick again if taken before the start
+        self._started = False
         self.appendonly = appendonly
         self.extra_args = extra_args
         self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -121,11 +123,38 @@ class RedisServer(_Process):
         return redis_answers(self.url, 0.5)
 
     def start(self) -> Self:
-        args = redis_server_argv(self.binary, self.port, self.directory, appendonly=self.appendonly,
-                                 extra_args=self.extra_args)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_started(self, self.ping, "redis-server", self.directory / "redis.log", timeout_s=30)
+        """Start (or restart, on the same ports). A first start whose free port was taken in the
+        meantime (another process's connection got it: ports picked by binding port 0 come from
+        the range outgoing connections use) picks new ports and tries again, up to three times."""
+        log = self.directory / "redis.log"
+        for attempt in range(BIND_ATTEMPTS):
+            args = redis_server_argv(self.binary, self.port, self.directory, appendonly=self.appendonly,
+                                     extra_args=self.extra_args)
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                _wait_started(self, self.ping, "redis-server", log, timeout_s=30)
+            except RuntimeError:
+                taken = log.exists() and "Address already in use" in log.read_text(errors="replace")
+                if self._started or not self._port_chosen or not taken or attempt == BIND_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+                self.extra_args = _new_cluster_port(self.extra_args)
+                continue
+            break
+        self._started = True
         return self
+
+
+BIND_ATTEMPTS = 3
+
+
+def _new_cluster_port(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` with the value after ``--cluster-port`` (if any) replaced by a free port."""
+    out = list(args)
+    for index, arg in enumerate(out[:-1]):
+        if arg == "--cluster-port":
+            out[index + 1] = str(free_port())
+    return tuple(out)
 
 
 class InfluxServer(_Process):

@@ -413,21 +413,16 @@ class ShardWindows:
         collapsed by the cardinality guard, which always come here so they are counted.
         """
         known = self._keys.get((measurement, *tags, *tags.values()) if alias is None else alias)
+        key = (measurement, tuple(sorted(tags.items()))) if known is None else known[0]
+        series = window.series.get(key)
+        if series is None:
+            shared = self._shared(key) if known is None else key
+            series = self._new_series(window, shared)
+            if series.key is not shared:
+                return series  # collapsed: overflow
         if known is not None:
-            key, alias = known
-            series = window.series.get(key)
-            if series is None:
-                series = self._new_series(window, key)
-                if series.key is not key:
-                    return series  # collapsed: overflow
+            alias = known[1]
         else:
-            key = (measurement, tuple(sorted(tags.items())))
-            series = window.series.get(key)
-            if series is None:
-                shared = self._shared(key)
-                series = self._new_series(window, shared)
-                if series.key is not shared:
-                    return series  # collapsed: overflow
             shared_measurement, pairs = series.key
             by_name = {pair[0]: pair for pair in pairs}
             ordered = [by_name[name] for name in tags]  # the shared pairs, in the event's order

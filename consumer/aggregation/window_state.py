@@ -365,8 +365,8 @@ def encode_series(s: Series) -> list[Any]:
     acc = s.acc
     if s.shape.summaries:
         acc = list(acc)
-        for _, start, _ in s.shape.spans:
-            if acc[start] == SUMMARY:
+        for (_, start, _), code in zip(s.shape.spans, s.shape.codes, strict=True):
+            if code == SUMMARY:
                 acc[start + 5] = acc[start + 5].to_state()
     return [s.key[0], s.key[1], s.count, s.version, s.committed, s.shape.names, acc]
 
