@@ -45,7 +45,7 @@ PHASES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("trim, upkeep after a checkpoint", ("housekeeping",)),
     ("start-up: imports, leases, groups", ("_find_and_load", "maintain", "acquire", "ensure_group")),
     ("waiting for an InfluxDB write (nothing left to read)", ("WriteBehind.wait",)),
-    ("waiting (drain poll, backoff)", ("Event.wait", "_wait")),
+    ("waiting (drain poll, backoff)", ("Worker._read", "_wait")),  # after the two above: innermost wins
 )
 MAIN_THREAD: Final = "_run_module_as_main"
 """The outermost frame of the worker's main thread (``python -m``); other threads (the lease
