@@ -3,7 +3,8 @@
 For random shapes of every accumulator kind, random admitted value classes and random events
 (the shape's fields or not, values good and bad, times that tie), a compiled fold must either
 fold exactly what ``update_fields`` folds, when the general fast path's checks pass, or return
-``False`` and change nothing.
+``False`` and change nothing. A compiled opener must give a new series exactly the shape and
+accumulators ``update_fields`` gives it, field by field.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from hypothesis import strategies as st
 from consumer.aggregation.fold import compile_fold
 from consumer.aggregation.validate import LAST_NUMBER, LAST_STRING, MEAN, SUM, SUMMARY, TRUE_COUNT
 from consumer.aggregation.window import ShardWindows
-from consumer.aggregation.window_state import EMPTY_SHAPE, Series, new_accumulator, update_fields
+from consumer.aggregation.window_state import (
+    EMPTY_SHAPE,
+    MeasurementTypes,
+    Series,
+    new_accumulator,
+    update_fields,
+)
 from consumer.sinks.line_protocol import INT64_MAX, INT64_MIN
 
 NAMES = ("a", "b", "c'd", "e")
@@ -38,6 +45,11 @@ def _admissible(value: Any, classes: set[type]) -> bool:
     if cls is int:
         return INT64_MIN <= value <= INT64_MAX
     return cls is bool
+
+
+def _typed(acc: list[Any]) -> list[tuple[type, Any]]:
+    """``acc`` comparable, value classes included (a sum of ints is a float: ``2 == 2.0``)."""
+    return [(item.__class__, item) for item in _state(acc)]
 
 
 def _state(acc: list[Any]) -> list[Any]:
@@ -109,3 +121,52 @@ def test_a_value_class_admitted_later_folds_compiled_too() -> None:
     assert refolded([MEAN, 1, 1.0, 1.0, 1.0], {"x": 2}, now, 1, 0, 0) is True
     (point,) = windows.collect_all().points
     assert point.fields["x_sum"] == 8.0 and point.fields["event_count"] == 4
+
+
+_admitted_value = {MEAN: st.one_of(st.floats(-100, 100), st.integers(-5, 5)), TRUE_COUNT: st.booleans(),
+                   SUM: st.integers(-5, 5), SUMMARY: st.floats(-100, 100),
+                   LAST_NUMBER: st.floats(-100, 100), LAST_STRING: st.text(max_size=3)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_an_opener_builds_what_update_fields_builds_for_a_new_series(data: st.DataObject) -> None:
+    names = data.draw(st.lists(st.sampled_from(NAMES), max_size=4, unique=True))
+    codes = {name: data.draw(st.sampled_from(CODES)) for name in names}
+    fields = {name: data.draw(_admitted_value[codes[name]]) for name in names}
+    ts, seq = data.draw(_times), data.draw(st.integers(0, 3))
+    measurement = MeasurementTypes("m")
+    for name, code in codes.items():
+        measurement.register(name, code)
+    admitted = {name: {value.__class__: codes[name]} for name, value in fields.items()}
+    reference, opened = Series(("m", ())), Series(("m", ()))
+    update_fields(reference, fields, ts, admitted, 7, seq, 2)
+    measurement.opener_for(0, tuple(fields))(opened, fields, ts, 7, seq, 2)
+    assert opened.shape is reference.shape  # the same shape of the tree, not an equal copy
+    assert _typed(opened.acc) == _typed(reference.acc)
+    assert measurement.openers[0][tuple(fields)] is not None
+
+
+def test_events_that_open_series_record_what_the_general_path_records() -> None:
+    """Through ``record_batch``: series opened by their shape's opener (first events of new series,
+    a field set in two orders) hold what recording the same events one by one holds."""
+    now = time.time()
+    config = {"window_s": 10.0, "grace_s": 1.0, "allowed_lateness_s": 60.0, "max_future_s": 60.0,
+              "max_series": 100}
+    events = [[0, "m", now, {"user_id": f"u{n}"}, {"x": 1.5 * n, "ok": n % 2 == 0, "d": n}] for n in range(6)]
+    events += [[0, "m", now, {"user_id": "v"}, {"d": 2, "ok": True, "x": 0.5}],  # another order
+               [0, "m", now, {"user_id": "u1"}, {"x": 3.0, "ok": True, "d": 9}]]
+    batch, single = ShardWindows(**config), ShardWindows(**config)
+    assert batch.record_batch(events[:1], 1, 0, now) == []  # admits the fields
+    assert batch.record_batch(events[1:], 1, 1, now) == []
+    assert len(batch._measurements["m"].openers[0]) == 2
+    for number, event in enumerate(events):  # validate() and record(): update_fields, field by field
+        assert single._record_one(event, 1, 1, number, now, None) is None
+    assert not single._measurements["m"].openers[0]
+
+    def state(windows: ShardWindows) -> dict[Any, Any]:
+        (window,) = windows._windows.values()
+        return {key: (series.shape.spans, _typed(series.acc), series.count)
+                for key, series in window.series.items()}
+
+    assert state(batch) == state(single)

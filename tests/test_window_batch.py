@@ -148,8 +148,9 @@ def test_an_entry_recorded_in_slices_is_the_entry_recorded_whole() -> None:
     assert point.fields["g"] == 4.0  # equal event times: the last position wins
 
 
-def test_a_new_series_with_known_tag_values_opens_on_the_fast_path() -> None:
-    """At high cardinality most events open a series: one with validated tags skips validate()."""
+def test_a_new_series_with_valid_tags_opens_on_the_fast_path() -> None:
+    """At high cardinality most events open a series: one whose tags pass as they are skips
+    validate(), a new user's id included; a bad or empty tag value goes one by one, which decides."""
     windows = ShardWindows(**CONFIG)
     seen = [[0, "m", BASE_S + 0.5, {"user_id": user, "bot": "elena"}, {"x": 1.0}] for user in ("u1", "u2")]
     assert windows.record_batch(seen, 1, 0, BASE_S) == []
@@ -158,12 +159,16 @@ def test_a_new_series_with_known_tag_values_opens_on_the_fast_path() -> None:
     events = [[0, "m", later, {"user_id": "u1", "bot": "elena"}, {"x": 1.0}],  # opens the window
               [0, "m", later, {"bot": "elena", "user_id": "u2"}, {"x": 2.0}],
               [0, "m", later, {"user_id": "u2", "bot": "elena"}, {"x": 4.0}],
-              [0, "m", later, {"user_id": "u9", "bot": "elena"}, {"x": 8.0}]]
-    assert windows.record_batch(events, 2, 0, BASE_S + 2) == []
-    assert calls == [0, 3]  # the window's first event and the unseen value "u9" went one by one
+              [0, "m", later, {"user_id": "u9-never-seen", "bot": "elena"}, {"x": 8.0}],
+              [0, "m", later, {"user_id": "", "bot": "elena"}, {"x": 16.0}],  # the empty tag is left out
+              [0, "m", later, {"user_id": "bad\nid", "bot": "elena"}, {"x": 32.0}]]
+    rejected = windows.record_batch(events, 2, 0, BASE_S + 2)
+    assert rejected == [(5, "invalid_name", "value of tag 'user_id' 'bad\\nid' contains a newline")]
+    assert calls == [0, 4, 5]  # the window's first event, the empty and the bad value went one by one
     points = sorted(windows.collect_all().points, key=lambda point: (point.time_ns, point.tags))
-    assert [(dict(point.tags)["user_id"], point.fields["event_count"], point.fields["x_sum"])
-            for point in points[2:]] == [("u1", 1, 1.0), ("u2", 2, 6.0), ("u9", 1, 8.0)]
+    assert [(dict(point.tags).get("user_id"), point.fields["event_count"], point.fields["x_sum"])
+            for point in points[2:]] == [(None, 1, 16.0), ("u1", 1, 1.0), ("u2", 2, 6.0),
+                                         ("u9-never-seen", 1, 8.0)]
 
 
 def test_a_series_of_an_earlier_window_reopens_with_its_key_and_the_guard_still_counts() -> None:

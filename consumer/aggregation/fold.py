@@ -13,6 +13,12 @@ of its shape, each value of a class its measurement admitted for that field and 
 fold was made (finite floats, 64-bit ints, bools), and checks every field before it changes
 anything. Anything else returns ``False`` with nothing changed, and the general path decides.
 Field names enter the source as ``repr`` literals, offsets as integers; nothing else does.
+
+An *opener* is the same idea for a series' first event in a window, the common case at high
+cardinality: one generated function per (measurement, kind, field names in the event's order)
+gives the new series its shape and its accumulators as one list display, where the general path
+adds them field by field (a shape step, an accumulator and a list extension each). It is made
+for events whose values the caller has checked already, and builds exactly what that path builds.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from consumer.aggregation.validate import LAST_NUMBER, LAST_STRING, SUM, SUMMARY, TRUE_COUNT
+from consumer.aggregation.validate import LAST_NUMBER, LAST_STRING, MEAN, SUM, SUMMARY, TRUE_COUNT
 from consumer.sinks.line_protocol import INT64_MAX, INT64_MIN
 
 Fold = Callable[[list[Any], dict[Any, Any], float, int, int, int], bool]
 """``fold(acc, fields, ts, entry_ms, entry_seq, index)``: ``True`` when folded."""
+Opener = Callable[[Any, dict[Any, Any], float, int, int, int], None]
+"""``open(series, fields, ts, entry_ms, entry_seq, index)``: the series' shape and accumulators."""
 
 _ARGUMENTS: Final = "acc, fields, ts, entry_ms, entry_seq, index"
 
@@ -91,3 +99,32 @@ def compile_fold(spans: tuple[tuple[str, int, int], ...], codes: tuple[int, ...]
     namespace: dict[str, Any] = {}
     exec(source, namespace)
     return namespace["fold"]  # type: ignore[no-any-return]
+
+
+def _first(code: int, value: str) -> str:
+    """The accumulator of ``code`` that one event's ``value`` starts (as
+    :func:`~consumer.aggregation.window_state.new_accumulator` makes it)."""
+    if code == MEAN:
+        return f"{MEAN}, 1, 0.0 + {value}, {value}, {value}"  # count, sum, min, max
+    if code == TRUE_COUNT:
+        return f"{TRUE_COUNT}, 1 if {value} else 0"
+    if code == SUM:
+        return f"{SUM}, {value}"
+    if code == SUMMARY:
+        return f"{SUMMARY}, 1, 0.0 + {value}, {value}, {value}, sketch({value})"
+    return f"{code}, {value}, ts, entry_ms, entry_seq, index"  # last: value, event time, position
+
+
+def compile_opener(spans: tuple[tuple[str, int, int], ...], codes: tuple[int, ...], shape: object,
+                   sketch: Callable[[Any], Any]) -> Opener:
+    """The opener of ``shape`` (its ``spans`` and ``codes``, the fields in that order): for events
+    with exactly those field names in that order, values already checked. ``sketch(value)`` is a
+    new quantile sketch holding ``value``."""
+    body = [f"v{number} = fields[{name!r}]" for number, (name, _, _) in enumerate(spans)]
+    items = ", ".join(_first(code, f"v{number}") for number, code in enumerate(codes))
+    body += ["series.shape = shape", f"series.acc = [{items}]"]
+    source = ("def open(series, fields, ts, entry_ms, entry_seq, index):\n"
+              + "".join(f"    {line}\n" for line in body))
+    namespace: dict[str, Any] = {"shape": shape, "sketch": sketch}
+    exec(source, namespace)
+    return namespace["open"]  # type: ignore[no-any-return]

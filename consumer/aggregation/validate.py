@@ -152,6 +152,21 @@ def tags_known_good(tags: dict[Any, Any]) -> bool:
     return True
 
 
+def learn_tags(tags: dict[Any, Any]) -> bool:
+    """Whether ``tags`` are valid as they are (no problem, no empty value to drop), checking the
+    names and values not known good yet, which then are.
+
+    For :meth:`consumer.aggregation.window.ShardWindows.record_batch`'s new series: at high
+    cardinality many carry a value never seen (a new user), and the full checks of the tags are
+    what the one-by-one path would run first anyway. ``False`` sends the event that way, which
+    decides.
+    """
+    if tags_known_good(tags):
+        return True
+    clean, problem = _check_tags_slowly(tags)
+    return problem is None and len(clean) == len(tags)
+
+
 def _check_tags(tags: dict[Any, Any]) -> tuple[dict[str, str], str | None]:
     """The tags as they are when every name is known good (the common case), else the slow path."""
     return (tags, None) if tags_known_good(tags) else _check_tags_slowly(tags)

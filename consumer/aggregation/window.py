@@ -77,11 +77,12 @@ from consumer.aggregation.raw_points import RawPoints
 from consumer.aggregation.validate import (
     MAX_TS_S,
     MIN_TS_S,
-    tags_known_good,
+    learn_tags,
     validate,
 )
 from consumer.aggregation.window_log import HEAD, LogWrite, WindowLog, read_log
 from consumer.aggregation.window_state import (
+    EMPTY_SHAPE,
     MAX_FIELDS_PER_MEASUREMENT,
     SNAPSHOT_VERSION,
     MeasurementTypes,
@@ -305,7 +306,14 @@ class ShardWindows:
                             else:
                                 if series is None and privacy is None:
                                     series = self._open_series(current, name, tags, alias)
-                                if series is not None:
+                                    if series is not None and series.shape is EMPTY_SHAPE:  # new here
+                                        names = tuple(fields)
+                                        opener = measurement.openers[kind].get(names)
+                                        if opener is None:
+                                            opener = measurement.opener_for(kind, names)
+                                        opener(series, fields, ts, entry_ms, entry_seq, index)
+                                        folded = True
+                                if series is not None and not folded:
                                     update_fields(series, fields, ts, codes, entry_ms, entry_seq, index)
                                     folded = True
                         if folded and series is not None:  # (folded says so; for the type checker)
@@ -390,14 +398,14 @@ class ShardWindows:
         window), so it must not cost an ``Event`` and a second pass of checks. This is what
         :func:`~consumer.aggregation.validate.validate` then :meth:`record` do for it, when the
         cardinality guard has room and either the series was opened before with these tags in
-        this order (``alias``: its key and alias are reused, checks, sort and all) or every tag
-        name and value is one validation has passed before (the same memo its fast path reads);
-        anything else (an unseen or empty value, a collapse, which must be counted) returns
-        ``None`` and goes one by one.
+        this order (``alias``: its key and alias are reused, checks, sort and all) or its tags pass
+        validation's checks as they are (:func:`~consumer.aggregation.validate.learn_tags`: known
+        good, or checked now, a new user's id say); anything else (a bad or empty value, a
+        collapse, which must be counted) returns ``None`` and goes one by one, which decides.
         """
         if window.per_measurement.get(measurement, 0) >= self._max_series:
             return None
-        if alias not in self._keys and not tags_known_good(tags):
+        if alias not in self._keys and not learn_tags(tags):
             return None
         return self._find_series(window, measurement, tags, alias)
 

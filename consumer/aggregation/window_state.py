@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgpack
 
 from consumer.aggregation.catalogue import MeasurementSpec, lookup
-from consumer.aggregation.fold import Fold, compile_fold
+from consumer.aggregation.fold import Fold, Opener, compile_fold, compile_opener
 from consumer.aggregation.sketch import QuantileSketch
 from consumer.aggregation.validate import (
     EVENT_COUNT_FIELD,
@@ -199,7 +199,7 @@ class Window:
 class MeasurementTypes:
     """Per-measurement type registry: field -> semantics code, output name -> owning field."""
 
-    __slots__ = ("codes", "folds", "owners", "registry", "spec")
+    __slots__ = ("codes", "folds", "openers", "owners", "registry", "spec")
 
     def __init__(self, name: str) -> None:
         self.spec: MeasurementSpec | None = lookup(name)
@@ -209,6 +209,8 @@ class MeasurementTypes:
         self.codes: tuple[dict[str, dict[type, int]], ...] = tuple({} for _ in KINDS)
         # [kind][shape] -> its compiled fold under ``codes`` as it was (dropped when ``codes`` grows)
         self.folds: tuple[dict[Shape, Fold], ...] = tuple({} for _ in KINDS)
+        # [kind][field names in an event's order] -> the opener of a new series with those fields
+        self.openers: tuple[dict[tuple[str, ...], Opener], ...] = tuple({} for _ in KINDS)
 
     def fold_for(self, kind: int, shape: Shape) -> Fold:
         """The compiled fold (:mod:`consumer.aggregation.fold`) of events of ``kind`` into series
@@ -218,6 +220,19 @@ class MeasurementTypes:
             folds.clear()  # shapes past the tree's limit, each its own: bound them, they refill
         fold = folds[shape] = compile_fold(shape.spans, shape.codes, self.codes[kind])
         return fold
+
+    def opener_for(self, kind: int, names: tuple[str, ...]) -> Opener:
+        """The compiled opener (:mod:`consumer.aggregation.fold`) of a new series whose first event
+        of ``kind`` has the admitted fields ``names``, in that order; made on first use, at most
+        :data:`MAX_FOLDS` per kind kept. The shape is the one adding the fields one by one reaches."""
+        openers = self.openers[kind]
+        if len(openers) >= MAX_FOLDS:
+            openers.clear()  # field sets in ever new orders: bound them, they refill
+        shape = EMPTY_SHAPE
+        for name in names:
+            shape = shape.with_field(name, self.registry[name])
+        opener = openers[names] = compile_opener(shape.spans, shape.codes, shape, _sketch_of)
+        return opener
 
     def register(self, name: str, code: int) -> None:
         self.registry[name] = code
@@ -275,6 +290,12 @@ class MeasurementTypes:
         return measurement
 
 
+def _sketch_of(value: float) -> QuantileSketch:
+    sketch = QuantileSketch()
+    sketch.add(value)
+    return sketch
+
+
 def new_accumulator(code: int, value: Any, ts: float, position: tuple[int, int, int]) -> list[Any]:
     if code == MEAN:
         return [MEAN, 1, 0.0 + value, value, value]  # count, sum, min, max
@@ -283,9 +304,7 @@ def new_accumulator(code: int, value: Any, ts: float, position: tuple[int, int, 
     if code == SUM:
         return [SUM, value]
     if code == SUMMARY:
-        sketch = QuantileSketch()
-        sketch.add(value)
-        return [SUMMARY, 1, 0.0 + value, value, value, sketch]  # count, sum, min, max, sketch
+        return [SUMMARY, 1, 0.0 + value, value, value, _sketch_of(value)]  # count, sum, min, max, sketch
     # last: value, event time, entry ms, seq, index (flat: no tuple, and a list of exactly six)
     return [code, value, ts, position[0], position[1], position[2]]
 
