@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 import orjson
 
@@ -138,7 +138,6 @@ _TEMPLATE_CLASSES: Final = {float: "%r", int: "%di"}
 """Value classes a field template formats in C: ``%r`` of a float is its ``repr``, ``%d`` of an
 int its digits (a bool is a class of its own, and a string must be escaped: neither has one)."""
 _templates: dict[tuple[str, ...], tuple[str, tuple[type, ...]] | None] = {}
-_UNSEEN: Final[tuple[str, tuple[type, ...]]] = ("", ())
 _TEMPLATE_LIMIT: Final = 4_096
 """Field sets with a cached template (or none); a flood of new ones clears it."""
 _TEMPLATE_MAX_FIELDS: Final = 64
@@ -146,22 +145,43 @@ _TEMPLATE_MAX_FIELDS: Final = 64
 must stay small whatever the points."""
 
 
-def _fields_template(names: tuple[str, ...],
-                     values: tuple[FieldValue, ...]) -> tuple[str, tuple[type, ...]] | None:
-    """``name=%r,other=%di,...`` for points with these field names (in this order) and these
-    value classes; ``None`` when one has no template (then each value is formatted alone)."""
+def _fields_template(names: tuple[str, ...], values: tuple[FieldValue, ...],
+                     specs: dict[type, str] = _TEMPLATE_CLASSES) -> tuple[str, tuple[type, ...]] | None:
+    """``name=%r,other=%di,...`` (with ``specs``' place for each value class) for points with
+    these field names (in this order) and these value classes; ``None`` when one has no template
+    (then each value is formatted alone)."""
     if names != tuple(sorted(names)):
         return None
     classes = tuple(value.__class__ for value in values)
     keys = _escaped_keys
     parts = []
     for name, cls in zip(names, classes, strict=True):
-        spec = _TEMPLATE_CLASSES.get(cls)
+        spec = specs.get(cls)
         if spec is None:
             return None
         escaped = keys.get(name) or _cached_escape(keys, name, _KEY_ESCAPES)
         parts.append(escaped.replace("%", "%%") + "=" + spec)
     return ",".join(parts), classes
+
+
+def _template_of(fields: dict[str, FieldValue], cache: dict[tuple[str, ...], Any],
+                 make: Callable[[tuple[str, ...], tuple[FieldValue, ...]], Any],
+                 ) -> tuple[Any, tuple[FieldValue, ...]]:
+    """``(template, values)`` of ``fields`` from ``cache`` (made by ``make`` on first sight of
+    their names), or ``(None, values)`` when none fits their value classes."""
+    values = tuple(fields.values())
+    if len(fields) > _TEMPLATE_MAX_FIELDS:
+        return None, values
+    names = tuple(fields)
+    try:
+        template = cache[names]
+    except KeyError:
+        if len(cache) >= _TEMPLATE_LIMIT:
+            cache.clear()
+        template = cache[names] = make(names, values)
+    if template is not None and tuple(map(type, values)) == template[1]:
+        return template[0], values
+    return None, values
 
 
 def _fields_text(fields: dict[str, FieldValue]) -> str:
@@ -170,16 +190,9 @@ def _fields_text(fields: dict[str, FieldValue]) -> str:
     Points of one measurement come in a few shapes (the same names, in key order, and value
     classes) by the ten thousand; such a point's fields are one ``%`` of a cached template.
     """
-    if len(fields) <= _TEMPLATE_MAX_FIELDS:
-        names = tuple(fields)
-        values = tuple(fields.values())
-        template = _templates.get(names, _UNSEEN)
-        if template is _UNSEEN:
-            if len(_templates) >= _TEMPLATE_LIMIT:
-                _templates.clear()
-            template = _templates[names] = _fields_template(names, values)
-        if template is not None and tuple(map(type, values)) == template[1]:
-            return template[0] % values
+    template, values = _template_of(fields, _templates, _fields_template)
+    if template is not None:
+        return str(template % values)
     keys = _escaped_keys
     parts = []
     for name, field_value in sorted(fields.items()):
@@ -214,27 +227,17 @@ def encode_point(point: Point) -> str:
     return f"{_head(point)} {_fields_text(point.fields)} {point.time_ns}"
 
 
-_NUMBER_SPECS: Final = {float: b"%s", int: b"%si"}
+_NUMBER_SPECS: Final = {float: "%s", int: "%si"}
 """A number's place in a body template: its digits as orjson wrote them (``i`` marks an int)."""
 _number_templates: dict[tuple[str, ...], tuple[bytes, tuple[type, ...]] | None] = {}
-_UNSEEN_NUMBERS: Final[tuple[bytes, tuple[type, ...]]] = (b"", ())
 
 
 def _number_template(names: tuple[str, ...],
                      values: tuple[FieldValue, ...]) -> tuple[bytes, tuple[type, ...]] | None:
     """``b"name=%s,other=%si,..."`` for fields with these names (in key order) and value classes,
     all floats and ints; ``None`` for anything else (then the point is encoded alone)."""
-    if names != tuple(sorted(names)):
-        return None
-    classes = tuple(value.__class__ for value in values)
-    parts = []
-    for name, cls in zip(names, classes, strict=True):
-        spec = _NUMBER_SPECS.get(cls)
-        if spec is None:
-            return None
-        escaped = _escaped_keys.get(name) or _cached_escape(_escaped_keys, name, _KEY_ESCAPES)
-        parts.append(escaped.encode("utf-8").replace(b"%", b"%%") + b"=" + spec)
-    return b",".join(parts), classes
+    template = _fields_template(names, values, _NUMBER_SPECS)
+    return None if template is None else (template[0].encode("utf-8"), template[1])
 
 
 def encode_points(points: Sequence[Point]) -> bytes:
@@ -253,19 +256,11 @@ def encode_points(points: Sequence[Point]) -> bytes:
     plan: list[bytes | tuple[bytes, bytes, int, int]] = []
     templates = _number_templates
     for point in points:
-        fields = point.fields
-        if len(fields) <= _TEMPLATE_MAX_FIELDS:
-            names = tuple(fields)
-            values = tuple(fields.values())
-            template = templates.get(names, _UNSEEN_NUMBERS)
-            if template is _UNSEEN_NUMBERS:
-                if len(templates) >= _TEMPLATE_LIMIT:
-                    templates.clear()
-                template = templates[names] = _number_template(names, values)
-            if template is not None and tuple(map(type, values)) == template[1]:
-                numbers += values
-                plan.append((_head(point).encode("utf-8"), template[0], len(values), point.time_ns))
-                continue
+        template, values = _template_of(point.fields, templates, _number_template)
+        if template is not None:
+            numbers += values
+            plan.append((_head(point).encode("utf-8"), template, len(values), point.time_ns))
+            continue
         plan.append(encode_point(point).encode("utf-8"))
     try:
         text = orjson.dumps(numbers)
