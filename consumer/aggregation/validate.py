@@ -161,9 +161,7 @@ def learn_tags(tags: dict[Any, Any]) -> bool:
     what the one-by-one path would run first anyway. ``False`` sends the event that way, which
     decides.
     """
-    if tags_known_good(tags):
-        return True
-    clean, problem = _check_tags_slowly(tags)
+    clean, problem = _check_tags(tags)
     return problem is None and len(clean) == len(tags)
 
 
