@@ -330,3 +330,66 @@ def test_configured_tags_are_pseudonymized_before_anything_is_stored(redis_serve
     assert tags["bot_name"] == "elena"
     assert tags["user_id"].startswith("p_") and "alice" not in tags["user_id"]
     assert point.fields == {"event_count": 2, "n": 3}
+
+
+def _counting_reads(worker: Worker, after_first: Any = None) -> list[list[int]]:
+    """Record the shards of each ``read_new`` call; run ``after_first`` once the first returns."""
+    calls: list[list[int]] = []
+    read_new = worker.source.read_new
+
+    def counted(shards: Any, **kwargs: Any) -> Any:
+        calls.append(list(shards))
+        got = read_new(shards, **kwargs)
+        if len(calls) == 1 and after_first is not None:
+            after_first()
+        return got
+    worker.source.read_new = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_shard_read_to_its_end_is_written_in_the_same_poll(redis_server: RedisServer) -> None:
+    """A partial read plus an empty one: its closed window goes out before the next shard's work."""
+    client = redis_server.client()
+    t0 = _now_based(0)                                   # a window closed by the clock long ago
+    Producer(client, shards=1).send([(1, "c", t0 + 1, {"u": "a"}, {"n": 2}),
+                                     (1, "c", t0 + 2, {"u": "b"}, {"n": 3})])
+    sink = MemorySink()
+    worker = Worker(_config(redis_server, shards=1, drain=False), sink=sink)
+    calls = _counting_reads(worker)
+    worker.poll_once()
+    worker.wait_for_writes()
+    assert calls == [[0], [0]]                           # the read, then the one that found the end
+    written = sorted((p.tags, p.fields["n"]) for p in sink.points("c"))
+    assert written == [((("u", "a"),), 2), ((("u", "b"),), 3)]
+    assert worker.shards[0].read_ahead == []
+
+
+def test_entries_arriving_meanwhile_hold_the_write_back_and_are_read_once(redis_server: RedisServer) -> None:
+    """A producer still appending to a closed window: no early point to rewrite, nothing read twice."""
+    client = redis_server.client()
+    producer = Producer(client, shards=1)
+    t0 = _now_based(0)
+    producer.send([(1, "c", t0 + 1, {}, {"n": 2})])
+    sink = MemorySink()
+    worker = Worker(_config(redis_server, shards=1, drain=False), sink=sink)
+    _counting_reads(worker, after_first=lambda: producer.send([(1, "c", t0 + 3, {}, {"n": 5})]))
+    worker.poll_once()
+    worker.wait_for_writes()
+    assert sink.points("c") == []                        # the second read found more: not idle
+    assert len(worker.shards[0].read_ahead) == 1
+    worker.poll_once()                                   # the entry read ahead, then the end
+    worker.wait_for_writes()
+    assert [(p.fields["event_count"], p.fields["n"]) for p in sink.points("c")] == [(2, 7)]
+    assert worker.stats.totals["events_in"] == 2
+    assert worker.stats.totals["late_rewrites"] == 0
+
+
+def test_no_extra_read_when_no_window_waits_on_it(redis_server: RedisServer) -> None:
+    """The current window is not due by the clock: a partial read costs no second read."""
+    client = redis_server.client()
+    Producer(client, shards=1).send([(1, "c", time.time(), {}, {"n": 1})])
+    worker = Worker(_config(redis_server, shards=1, drain=False, grace_s=600.0), sink=MemorySink())
+    calls = _counting_reads(worker)
+    worker.poll_once()
+    assert calls == [[0]]
+    assert worker.stats.totals["events_in"] == 1

@@ -515,6 +515,18 @@ class ShardWindows:
         self.evict()
         return flush
 
+    def due_only_if_idle(self, now_s: float) -> bool:
+        """True when a dirty window is due by ``now_s`` but not yet by the watermark.
+
+        Only then does it matter whether the input is idle: the caller may ask first.
+        """
+        watermark = self._watermark
+        if watermark == -math.inf:
+            return False
+        window_s, grace_s = self._window_s, self._grace_s
+        return any(window.dirty and watermark < (window.index + 1) * window_s + grace_s <= now_s
+                   for window in self._windows.values())
+
     def collect_all(self) -> Flush:
         """Points of every dirty window, due or not (drain, shutdown)."""
         flush = self._collect_raw()

@@ -42,7 +42,7 @@ from consumer.core.model import DeadLetter
 from consumer.core.selftelemetry import SelfTelemetry
 from consumer.pipeline.dedupe import Dedupe
 from consumer.pipeline.lease import LeaseManager, assign
-from consumer.pipeline.source import ZERO_ID, StreamSource, parse_id
+from consumer.pipeline.source import ZERO_ID, StreamEntry, StreamSource, parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class ShardState:
     lost_reported: int = 0
     checked_at: float = 0.0
     paused: bool = False
+    read_ahead: list[StreamEntry] = field(default_factory=list)
+    """Entries read after a partial read, to learn whether the stream had ended: the next poll's."""
     full_checkpoint: bool = True
     """The next checkpoint rewrites the whole state: the first of this owner, or the one after a
     save that may or may not have happened (the stored layout is then unknown)."""

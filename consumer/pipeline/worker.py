@@ -8,8 +8,10 @@ Per owned shard, strictly in stream-id order::
       -> ShardWindows.record_batch: pseudonymise, validate, record (rejection: dead letter, as
          pseudonymised)
          (a raw-mode measurement's points are held there as they are, to be written one-for-one)
-      -> collect_due -> handed to the writer thread (:mod:`consumer.pipeline.write_behind`: sink.write
-         with retry and backoff, in order, while the loop reads and records the next entries)
+      -> collect_due (by the watermark; by the clock too once a read found the stream's end, so a
+         caught-up shard is written while the next one is recorded)
+      -> handed to the writer thread (:mod:`consumer.pipeline.write_behind`: sink.write with retry
+         and backoff, in order, while the loop reads and records the next entries)
       -> once written, ShardWindows.commit -> dead letters appended (idempotent)
       -> checkpoint (fenced Lua: state + XACK) -> XTRIM MINID below what the group still needs
 
@@ -209,7 +211,7 @@ class Worker:
             if state.paused:    # over the budget: write everything pending now, even if not due
                 self._flush(state, state.windows.collect_all())
             else:
-                self._flush(state, state.windows.collect_due(now, idle=not entries))
+                self._flush(state, state.windows.collect_due(now, idle=self._input_idle(state, entries, now)))
         self._settle()
         self._report(now)
         if self.config.drain and not read_any and not self._writes.pending and self._all_caught_up():
@@ -228,14 +230,20 @@ class Worker:
                 got[state.shard] = entries
             else:
                 state.backlog_until = None
+        for state in self.shards.values():
+            if state.read_ahead:
+                got[state.shard], state.read_ahead = state.read_ahead, []
         readable = [s.shard for s in self.shards.values() if not s.backlog_until and not self._over_budget(s)]
         writing = self._writes.pending
         if readable:
             block = None if (got or self.config.drain or writing) else self.config.block_ms
             try:
-                got.update(self.source.read_new(readable, count=self.config.read_count, block_ms=block))
+                fresh = self.source.read_new(readable, count=self.config.read_count, block_ms=block)
             except GroupMissing:
                 self.ownership.recreate_groups(readable)
+            else:
+                for shard, entries in fresh.items():
+                    got[shard] = got.get(shard, []) + entries
         if not got and writing:  # nothing to read: wait for the write (its commit is the next work)
             self._writes.wait(self.config.block_ms / 1000)
         elif not got and not readable:
@@ -243,6 +251,28 @@ class Worker:
         if self.config.drain and not got:
             self._stop.wait(0.05)  # waiting for a shard's lease: do not spin
         return got, bool(got)
+
+    def _input_idle(self, state: ShardState, entries: Sequence[StreamEntry], now: float) -> bool:
+        """Whether the shard's stream has nothing more for now: its windows due by the clock are written.
+
+        An empty read says so. A read that returned fewer entries than asked reached the stream's
+        end too, but a producer may still be appending (a backlog replayed while it is read): one
+        more read tells, and is asked only when a window waits on the answer. What it returns is
+        processed first in the next poll. This way a shard that is caught up is written while the
+        loop records the next shard's entries: a backlog of one window at 100,000 series is
+        otherwise recorded in full, influxd idle, then written in full.
+        """
+        if not entries:
+            return True
+        if (len(entries) >= self.config.read_count or state.backlog_until or state.read_ahead
+                or not state.windows.due_only_if_idle(now)):
+            return False
+        try:
+            more = self.source.read_new([state.shard], count=self.config.read_count, block_ms=None)
+        except GroupMissing:
+            return False  # the next poll's read recreates the group
+        state.read_ahead = more.get(state.shard, [])
+        return not state.read_ahead
 
     def _over_budget(self, state: ShardState) -> bool:
         """Pause reading while the series-windows not yet written reach the budget.
