@@ -41,8 +41,9 @@ def test_the_loop_records_the_next_entries_while_a_write_is_out(redis_server: Re
     t0 = _now_based(0)
     producer.send([(1, "c", t0 + 1, {}, {"n": 1})])
     sink = HeldSink()
-    worker = Worker(_config(redis_server, shards=1, drain=False, checkpoint_interval_s=0.001), sink=sink)
-    worker.poll_once()                      # window 0 is due (a later window's event is needed)...
+    worker = Worker(_config(redis_server, shards=1, drain=False, checkpoint_interval_s=0.001), sink=sink,
+                    clock=lambda: t0 + 1)  # the clock in window 0: only the watermark makes a window due
+    worker.poll_once()                      # window 0 is not due (a later window's event is needed)...
     producer.send([(1, "c", t0 + 11, {}, {"n": 1})])
     worker.poll_once()                      # ...now it is: handed to the thread, which holds it
     assert sink.entered.wait(10)
@@ -71,8 +72,8 @@ def test_a_handover_waits_for_the_write_then_checkpoints(redis_server: RedisServ
     t0 = _now_based(0)
     producer.send([(1, "c", t0 + 1, {}, {"n": 1}), (1, "c", t0 + 11, {}, {"n": 1})])
     sink = HeldSink()
-    worker = Worker(_config(redis_server, shards=1, drain=False), sink=sink)
-    worker.poll_once()
+    worker = Worker(_config(redis_server, shards=1, drain=False), sink=sink, clock=lambda: t0 + 1)
+    worker.poll_once()                           # window 0 due by the watermark, window 1 not
     assert sink.entered.wait(10)
     state = worker.shards[0]
     threading.Timer(0.3, sink.release).start()
