@@ -510,7 +510,7 @@ class ShardWindows:
             return flush
         horizon = max(self._watermark, now_s) if idle else self._watermark
         for window in self._windows.values():
-            if window.dirty and (window.index + 1) * self._window_s + self._grace_s <= horizon:
+            if window.dirty and self._due_at(window) <= horizon:
                 self._collect(window, flush)
         self.evict()
         return flush
@@ -523,9 +523,12 @@ class ShardWindows:
         watermark = self._watermark
         if watermark == -math.inf:
             return False
-        window_s, grace_s = self._window_s, self._grace_s
-        return any(window.dirty and watermark < (window.index + 1) * window_s + grace_s <= now_s
+        return any(window.dirty and watermark < self._due_at(window) <= now_s
                    for window in self._windows.values())
+
+    def _due_at(self, window: Window) -> float:
+        """When a window is first written: its end plus grace (by the watermark, or the clock if idle)."""
+        return (window.index + 1) * self._window_s + self._grace_s
 
     def collect_all(self) -> Flush:
         """Points of every dirty window, due or not (drain, shutdown)."""
