@@ -264,7 +264,7 @@ class Worker:
         """
         if not entries:
             return True
-        if (len(entries) >= self.config.read_count or state.backlog_until or state.read_ahead
+        if (len(entries) >= self.config.read_count or state.backlog_until
                 or not state.windows.due_only_if_idle(now)):
             return False
         try:
